@@ -1,0 +1,85 @@
+"""The relay's WSGI application: `create_app()` builds it, `app` is what gunicorn, Vercel and Heroku load."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
+
+from billing import bp as billing_bp
+from proxy import bp as proxy_bp
+from proxy import register_routes
+from proxy.accesslog import AccessLog
+from proxy.cors import add_cors_headers, is_preflight, preflight_response
+from proxy.errors import openai_error
+from proxy.routes import BadTarget, build_routes, check_target, raw_target
+from proxy.settings import Settings
+from proxy.upstream import Upstream
+from sessions import bp as sessions_bp
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the relay. `config` overrides environment settings by name (for tests)."""
+    settings = Settings.load(os.environ, config)
+    _configure_logging(settings.log_level)
+
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.url_map.merge_slashes = False  # a '//' path is refused, never redirected
+    app.url_map.strict_slashes = False
+    routes = build_routes(settings)
+    app.extensions["routes"] = routes
+    app.extensions["upstream"] = Upstream(settings, routes.values())
+
+    app.register_blueprint(proxy_bp)
+    app.register_blueprint(sessions_bp)
+    app.register_blueprint(billing_bp)
+    register_routes(app, routes)
+
+    @app.before_request
+    def guard_and_preflight():
+        check_target(raw_target(request.environ))
+        if is_preflight(request):
+            return preflight_response(request, settings.cors_origins)
+        return None
+
+    @app.after_request
+    def cors(response):
+        return add_cors_headers(request, response, settings.cors_origins)
+
+    @app.errorhandler(BadTarget)
+    def bad_target(exc: BadTarget):
+        return openai_error(400, f"Invalid request path: {exc}", "invalid_path")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.code == 404:
+            message = f"Unknown route {request.path!r}: this relay serves {_prefixes(routes)}."
+            return openai_error(404, message, "unknown_route")
+        return openai_error(exc.code or 500, exc.description or exc.name, exc.name.lower().replace(" ", "_"))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        app.logger.exception("unexpected error on %s %s", request.method, request.path)
+        return openai_error(500, "The relay failed to handle this request.", "relay_error")
+
+    app.wsgi_app = AccessLog(app.wsgi_app)
+    return app
+
+
+def _prefixes(routes: Mapping[str, Any]) -> str:
+    return ", ".join(f"/{prefix}/..." for prefix in routes)
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("relay").setLevel(level.upper())
+
+
+app = create_app()

@@ -1,0 +1,24 @@
+"""gunicorn settings, loaded automatically by `gunicorn app:app` from the project root.
+
+gevent workers hold thousands of concurrent event streams in one process (a thread
+worker caps them at its thread count), and the worker timeout only watches the
+worker's own heartbeat, so long streams are never killed by it.
+"""
+
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+# One process by default: the in-memory session store lives in it. Heroku sets WEB_CONCURRENCY itself.
+workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
+worker_class = "gevent"
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or 2000)
+timeout = 60
+graceful_timeout = 30
+# Longer than the idle timeout of the load balancers in front (AWS/Render 60 s, nginx 75 s),
+# so they never reuse a connection the relay has just closed.
+keepalive = 90
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# The app writes its own access line (no query strings, no keys); gunicorn's stays off.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()

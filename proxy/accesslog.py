@@ -1,0 +1,60 @@
+"""One access-log line per request: method, path (never the query string), status, duration, bytes.
+
+It wraps the WSGI app rather than using the server's access log so it is the same
+under gunicorn, Vercel and the tests, and it is written when the body is finished,
+so a stream's line carries its real duration and size. No header, query value or
+body is ever logged: keys travel in all three.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+log = logging.getLogger("relay.access")
+
+
+class AccessLog:
+    def __init__(self, app: Callable):
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.monotonic()
+        status: list[str] = ["-"]
+
+        def capture(status_line: str, headers: list, exc_info=None):
+            status[0] = status_line.split(" ", 1)[0]
+            return start_response(status_line, headers, exc_info)
+
+        body = self.app(environ, capture)
+        return _Logged(body, environ, status, started)
+
+
+class _Logged:
+    """Counts the bytes of a response body and logs the line when the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], environ: dict, status: list[str], started: float):
+        self.body = body
+        self.method = environ.get("REQUEST_METHOD", "-")
+        self.path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        self.status = status
+        self.started = started
+        self.sent = 0
+        self.finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.body:
+            self.sent += len(chunk)
+            yield chunk
+        self.finished = True
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            ms = (time.monotonic() - self.started) * 1000
+            outcome = "" if self.finished else " incomplete"
+            log.info("%s %s %s %.0fms %dB%s", self.method, self.path, self.status[0], ms, self.sent, outcome)

@@ -1,0 +1,80 @@
+"""Which headers cross the relay, in each direction.
+
+Like any proxy, the relay drops hop-by-hop headers (RFC 9110 section 7.6.1) and
+those named by `Connection`. Towards the upstream it also drops the headers that
+tell who and where the client is, so the upstream sees neither its IP nor its
+country. Everything else, `Authorization` and `OpenAI-*` included, passes as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Headers that identify the client or its location, added by it or by the hosts in front of us.
+CLIENT_IDENTIFYING = frozenset(
+    {
+        "forwarded",
+        "via",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "cdn-loop",
+    }
+)
+CLIENT_IDENTIFYING_PREFIXES = ("x-forwarded-", "cf-", "x-vercel-", "fly-", "x-envoy-", "x-appengine-")
+
+# Set by the relay itself on the way back; the upstream's own values would clash.
+RESPONSE_REPLACED_PREFIXES = ("access-control-",)
+
+
+def _named_by_connection(headers: Iterable[tuple[str, str]]) -> set[str]:
+    named: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            named.update(token.strip().lower() for token in value.split(","))
+    return named
+
+
+def request_headers(environ: dict, upstream_host: str, keep_cookies: bool = False) -> dict[str, str]:
+    """The headers to send upstream, from a WSGI environ."""
+    pairs = [(key[5:].replace("_", "-").title(), value) for key, value in environ.items() if key.startswith("HTTP_")]
+    if environ.get("CONTENT_TYPE"):
+        pairs.append(("Content-Type", environ["CONTENT_TYPE"]))
+    if environ.get("CONTENT_LENGTH"):
+        pairs.append(("Content-Length", environ["CONTENT_LENGTH"]))
+    dropped = HOP_BY_HOP | _named_by_connection(pairs) | CLIENT_IDENTIFYING | {"host", "content-length"}
+    if not keep_cookies:
+        dropped = dropped | {"cookie"}
+    out = {"Host": upstream_host}
+    for name, value in pairs:
+        lower = name.lower()
+        if lower in dropped or lower.startswith("proxy-") or lower.startswith(CLIENT_IDENTIFYING_PREFIXES):
+            continue
+        out[name] = value
+    return out
+
+
+def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The upstream's response headers that go back to the client, duplicates kept."""
+    pairs = list(headers)
+    dropped = HOP_BY_HOP | _named_by_connection(pairs)
+    return [
+        (name, value)
+        for name, value in pairs
+        if name.lower() not in dropped and not name.lower().startswith(RESPONSE_REPLACED_PREFIXES)
+    ]

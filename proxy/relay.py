@@ -1,0 +1,107 @@
+"""The transparent relay: one client request in, one upstream request out, the answer streamed back."""
+
+from __future__ import annotations
+
+from typing import IO
+
+import requests
+from flask import Response, current_app, request
+
+from .errors import openai_error
+from .headers import request_headers, response_headers
+from .routes import Route, check_target, raw_target, upstream_url
+from .settings import current_settings
+from .streaming import relay_body
+from .upstream import UPLOAD_BLOCK, Upstream, UpstreamTimeout, UpstreamUnreachable
+
+
+class RelayResponse(Response):
+    """A response that adds nothing of its own: no default Content-Type, no computed length."""
+
+    default_mimetype = None
+    automatically_set_content_length = False
+
+
+class BodyTooLarge(Exception):
+    """The client's body went over `MAX_BODY_BYTES`."""
+
+
+class ClientBodyError(Exception):
+    """The client's body could not be read (it went away or sent a broken chunk)."""
+
+
+class CappedBody:
+    """The client's body as a file-like object read on demand, never whole, capped at `limit` bytes."""
+
+    def __init__(self, stream: IO[bytes], limit: int):
+        self.stream = stream
+        self.limit = limit
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.stream.read(size if size and size > 0 else UPLOAD_BLOCK)
+        except Exception as exc:
+            raise ClientBodyError(str(exc)) from exc
+        self.count += len(data)
+        if self.count > self.limit:
+            raise BodyTooLarge()
+        return data
+
+
+def upstream_pool() -> Upstream:
+    return current_app.extensions["upstream"]
+
+
+def relay(route: Route) -> Response:
+    """Forward the current request to `route`'s upstream and stream its answer back."""
+    settings = current_settings()
+    path, query = check_target(raw_target(request.environ))  # BadTarget is answered with a 400
+    url = upstream_url(route, path, query)
+    headers = request_headers(request.environ, route.host)
+
+    body: CappedBody | None = None
+    length = request.content_length
+    if length is not None:
+        if length > settings.max_body_bytes:
+            return _too_large(settings.max_body_bytes)
+        headers["Content-Length"] = str(length)
+        body = CappedBody(request.stream, settings.max_body_bytes) if length else None
+        if body is None:
+            headers["Content-Length"] = "0"
+    elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        body = CappedBody(request.stream, settings.max_body_bytes)  # sent on chunked, as it arrives
+
+    try:
+        upstream = upstream_pool().send(request.method, url, route.origin, headers, body)
+    except BodyTooLarge:
+        return _too_large(settings.max_body_bytes)
+    except ClientBodyError:
+        return openai_error(400, "The request body could not be read completely.", "incomplete_body")
+    except UpstreamTimeout:
+        return openai_error(504, f"The upstream {route.host} did not answer in time.", "upstream_timeout")
+    except UpstreamUnreachable:
+        return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
+    return client_response(upstream, settings.sse_heartbeat)
+
+
+def client_response(upstream: requests.Response, heartbeat: float) -> Response:
+    """The upstream's status, headers and body, as they arrive."""
+    headers = response_headers(upstream.raw.headers.items())
+    if request.method == "HEAD" or upstream.status_code in (204, 304):
+        upstream.raw.read()
+        upstream.close()
+        return RelayResponse([], status=upstream.status_code, headers=headers)
+    if upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
+        headers.append(("X-Accel-Buffering", "no"))
+        if "Cache-Control" not in upstream.headers:
+            headers.append(("Cache-Control", "no-cache"))
+    else:
+        heartbeat = 0
+    body = relay_body(upstream, heartbeat)
+    return RelayResponse(body, status=upstream.status_code, headers=headers, direct_passthrough=True)
+
+
+def _too_large(limit: int) -> Response:
+    message = f"The request body is larger than the relay's limit of {limit} bytes."
+    return openai_error(413, message, "request_too_large")

@@ -1,0 +1,109 @@
+"""Which path prefix goes to which upstream, and the only way a target URL is built.
+
+A target is always `route.base + rest`, where `base` comes from configuration and
+`rest` is the client's path after the prefix, checked first. No header and no
+part of the request can change the host, so the relay cannot be turned into an
+open proxy towards any other address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from .settings import Settings, SettingsError
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str  # first path segment the client calls, e.g. "v1"
+    base: str  # upstream URL the rest of the path is appended to, no trailing slash
+    key_group: str  # which upstream credential serves it: "openai", "anthropic", "gemini" or the prefix
+
+    @property
+    def origin(self) -> str:
+        """`scheme://host[:port]` of the upstream, the pool it is served from."""
+        parts = urlsplit(self.base)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base).netloc
+
+
+class BadTarget(ValueError):
+    """The request's path or target would leave the route's upstream or prefix."""
+
+
+def build_routes(settings: Settings) -> dict[str, Route]:
+    """The route table: built-in prefixes first, then those from `ROUTES`."""
+    openai = _clean_base(settings.upstream_url, "UPSTREAM_URL")
+    routes = {
+        "v1": Route("v1", openai + "/v1", "openai"),
+        "openai": Route("openai", openai, "openai"),
+        "dashboard": Route("dashboard", openai + "/dashboard", "openai"),
+        "anthropic": Route("anthropic", _clean_base(settings.anthropic_url, "ANTHROPIC_URL"), "anthropic"),
+        "gemini": Route("gemini", _clean_base(settings.gemini_url, "GEMINI_URL"), "gemini"),
+    }
+    for item in filter(None, (part.strip() for part in settings.routes.split(","))):
+        prefix, sep, url = item.partition("=")
+        prefix = prefix.strip().strip("/")
+        if not sep or not prefix or not prefix.replace("-", "").replace("_", "").isalnum():
+            raise SettingsError(f"ROUTES entry {item!r} must look like 'name=https://host/path'")
+        routes[prefix] = Route(prefix, _clean_base(url.strip(), f"ROUTES[{prefix}]"), prefix)
+    return routes
+
+
+def _clean_base(url: str, name: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise SettingsError(f"{name}={url!r} must be an http(s) URL with no query")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def raw_target(environ: dict) -> str:
+    """The request target exactly as the client sent it (percent-encoding kept).
+
+    gunicorn gives `RAW_URI`; other servers `REQUEST_URI`; otherwise it is rebuilt
+    from the decoded `PATH_INFO`, which loses nothing that matters for routing.
+    """
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        return raw
+    from urllib.parse import quote
+
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    path = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~%")
+    query = environ.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
+
+
+def check_target(target: str) -> tuple[str, str]:
+    """Split a raw target into (path, query); raise `BadTarget` on any path trick."""
+    if not target.startswith("/"):
+        raise BadTarget("absolute request targets are not accepted; send a path")
+    path, _, query = target.partition("?")
+    path = path.partition("#")[0]
+    decoded = path
+    for _ in range(3):  # also catch double-encoded tricks such as %252e%252e
+        if any(ch in decoded for ch in "\\@") or "//" in decoded:
+            raise BadTarget("the path may not contain '//', '\\' or '@'")
+        if any(seg in (".", "..") for seg in decoded.split("/")):
+            raise BadTarget("the path may not contain '.' or '..' segments")
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+            raise BadTarget("the path may not contain control characters")
+        again = unquote(decoded)
+        if again == decoded:
+            break
+        decoded = again
+    return path, query
+
+
+def upstream_url(route: Route, path: str, query: str) -> str:
+    """`route.base` + the path after the prefix + the query, all as received."""
+    rest = path[len(route.prefix) + 1 :]  # path is "/<prefix>..."; rest is "" or "/..."
+    url = route.base + rest + (f"?{query}" if query else "")
+    parts = urlsplit(url)
+    if f"{parts.scheme}://{parts.netloc}" != route.origin or not parts.path.startswith(urlsplit(route.base).path):
+        raise BadTarget("the target would leave the route's upstream")
+    return url

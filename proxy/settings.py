@@ -1,0 +1,109 @@
+"""Every setting of the relay, read from the environment in this one place.
+
+`Settings.load(environ, overrides)` is called once by `create_app()`; the rest of
+the code reads the frozen result through `current_settings()`. Each setting is
+documented in the README's configuration table and in `.env.example`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from flask import current_app
+
+OPENAI_URL = "https://api.openai.com"
+ANTHROPIC_URL = "https://api.anthropic.com"
+GEMINI_URL = "https://generativelanguage.googleapis.com"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the relay cannot use; raised at start-up."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Upstreams and routes (proxy/)
+    upstream_url: str = OPENAI_URL
+    anthropic_url: str = ANTHROPIC_URL
+    gemini_url: str = GEMINI_URL
+    routes: str = ""  # "groq=https://api.groq.com/openai,deepseek=https://api.deepseek.com"
+    max_body_bytes: int = 512 * 1024 * 1024
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 600.0
+    upstream_pool_size: int = 1000
+    sse_heartbeat: float = 15.0
+    cors_origins: str = "*"
+    log_level: str = "INFO"
+
+    # Session chat (sessions/)
+    session_store: str = "memory"  # "memory" or a redis:// URL; REDIS_URL / KV_URL select redis
+    session_ttl: int = 1800
+    session_max_sessions: int = 10000
+    session_max_messages: int = 20
+    session_max_chars: int = 24000
+    session_max_content: int = 4000
+    session_model: str = "gpt-4o-mini"
+
+    # Access control (access/)
+    relay_keys: str = ""
+    openai_api_key: str = ""
+    anthropic_api_key: str = ""
+    gemini_api_key: str = ""
+    key_cooldown: float = 60.0
+    allow_open_relay: bool = False
+    rate_limit: str = ""
+    trusted_proxies: str = ""
+    allowed_paths: str = ""
+
+    # Shared state: the URL of a Redis server, if any (REDIS_URL, else KV_URL).
+    redis_url: str = ""
+
+    # Every environment variable, for settings named after a route (`<PREFIX>_API_KEY`).
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Build settings from `environ` (upper-case names), then `overrides` (either case)."""
+        merged: dict[str, Any] = dict(environ)
+        for name, value in (overrides or {}).items():
+            merged[name.upper()] = value
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in ("environ", "redis_url"):
+                continue
+            raw = merged.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, raw, type(f.default))
+        values["redis_url"] = str(merged.get("REDIS_URL") or merged.get("KV_URL") or "")
+        if values.get("session_store", "memory") == "memory" and values["redis_url"]:
+            values["session_store"] = values["redis_url"]
+        values["environ"] = {k: str(v) for k, v in merged.items()}
+        return cls(**values)
+
+    def get(self, name: str, default: str = "") -> str:
+        """An environment value that has no field of its own, such as `GROQ_API_KEY`."""
+        return self.environ.get(name, default)
+
+
+def _convert(name: str, raw: Any, kind: type) -> Any:
+    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    text = str(raw).strip()
+    try:
+        if kind is bool:
+            return text.lower() in ("1", "true", "yes", "on")
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise SettingsError(f"{name.upper()}={text!r} is not a valid {kind.__name__}") from None
+    return text
+
+
+def current_settings() -> Settings:
+    """The settings of the app handling the current request."""
+    return current_app.config["SETTINGS"]

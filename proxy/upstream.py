@@ -1,0 +1,99 @@
+"""The relay's one way out: keep-alive connection pools to the configured upstreams.
+
+Requests are sent through a single `requests` `HTTPAdapter` (one urllib3 pool per
+upstream origin) with a hand-built `PreparedRequest`, so that the URL goes out
+exactly as received (no re-quoting), no header is added that the client did not
+send, and the proxy settings (`HTTPS_PROXY`, `NO_PROXY`) are looked up once per
+upstream instead of on every request. Session chat and billing use it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import IO
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_environ_proxies
+from urllib3.util import SKIP_HEADER
+
+from .routes import Route
+from .settings import Settings
+
+UPLOAD_BLOCK = 256 * 1024  # bytes per socket write when sending a request body
+
+
+class UpstreamUnreachable(Exception):
+    """No connection could be made (refused, DNS, TLS): the relay answers 502."""
+
+
+class UpstreamTimeout(Exception):
+    """The upstream did not connect or answer in time: the relay answers 504."""
+
+
+class Upstream:
+    def __init__(self, settings: Settings, routes: Iterable[Route]):
+        self.timeout = (settings.upstream_connect_timeout, settings.upstream_read_timeout)
+        self.adapter = HTTPAdapter(
+            pool_connections=16,
+            pool_maxsize=settings.upstream_pool_size,
+            pool_block=False,
+            max_retries=0,
+        )
+        self.adapter.poolmanager.connection_pool_kw["blocksize"] = UPLOAD_BLOCK
+        self._proxies = {route.origin: get_environ_proxies(route.origin) for route in routes}
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        origin: str,
+        headers: dict[str, str],
+        body: bytes | IO[bytes] | Iterable[bytes] | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> requests.Response:
+        """Send one request and return the response with its body still unread.
+
+        `headers` go out as given; a body without a `Content-Length` header is sent
+        chunked. The caller must close the response.
+        """
+        prepared = requests.PreparedRequest()
+        prepared.method = method
+        prepared.url = url
+        prepared.headers = CaseInsensitiveDict(headers)
+        if "user-agent" not in prepared.headers:
+            prepared.headers["User-Agent"] = SKIP_HEADER  # urllib3 would add its own
+        prepared.body = body
+        prepared.hooks = {"response": []}
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = self._proxies[origin] = get_environ_proxies(origin)
+        try:
+            return self.adapter.send(prepared, stream=True, timeout=timeout or self.timeout, proxies=proxies)
+        except (requests.ConnectTimeout, requests.ReadTimeout) as exc:
+            raise UpstreamTimeout(str(exc)) from exc
+        except requests.ConnectionError as exc:
+            raise UpstreamUnreachable(str(exc)) from exc
+
+    def close(self) -> None:
+        self.adapter.close()
+
+
+def release(response: requests.Response) -> None:
+    """Give the connection of a fully read response back to its pool, for keep-alive."""
+    response.raw.release_conn()
+
+
+def abort(response: requests.Response) -> None:
+    """Close an upstream response now, connection included, even mid-body.
+
+    The socket is shut down first so that a read blocked on it elsewhere returns.
+    """
+    conn = getattr(response.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(2)
+    response.close()

@@ -1,0 +1,54 @@
+"""Fixtures: a fake upstream on loopback, and the relay under real gunicorn pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fake_upstream import FakeUpstream
+from tests.relay_server import RelayServer
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeUpstream]:
+    server = FakeUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory) -> Path:
+    """Every relay's log lands here; the key-leak test reads them all."""
+    return tmp_path_factory.mktemp("relay-logs")
+
+
+def upstream_env(fake: FakeUpstream) -> dict[str, str]:
+    """Point every built-in route at the fake, each under its own path so tests can tell them apart."""
+    return {
+        "UPSTREAM_URL": fake.url,
+        "ANTHROPIC_URL": fake.url + "/anthropic-upstream",
+        "GEMINI_URL": fake.url + "/gemini-upstream",
+    }
+
+
+@pytest.fixture(scope="session")
+def start_relay(fake, logs_dir) -> Iterator[Callable[..., RelayServer]]:
+    """Start a relay with extra environment settings; all are stopped at the end of the session."""
+    started: list[RelayServer] = []
+
+    def start(**env: str) -> RelayServer:
+        server = RelayServer(upstream_env(fake) | env, logs_dir / f"relay-{len(started)}.log")
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def relay(start_relay) -> RelayServer:
+    """The relay with its default settings (heartbeat shortened to keep tests quick)."""
+    return start_relay(SSE_HEARTBEAT="1")

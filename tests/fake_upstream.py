@@ -1,0 +1,482 @@
+"""A fake of the OpenAI API (and friends) on 127.0.0.1, for the tests and the benchmark.
+
+A real HTTP/1.1 server on asyncio (uvloop when installed), fast enough that the
+benchmark measures the relay and not the fake. Each request may steer the answer
+with `x-fake-*` headers:
+
+| header | effect |
+| --- | --- |
+| `x-fake-status: 429` | answer with that status, an OpenAI error body, `retry-after` and `x-ratelimit-*` |
+| `x-fake-chunks: 10`, `x-fake-delay: 0.1` | event streams: number of chunks, seconds between them |
+| `x-fake-first-byte-delay: 2` | wait before sending the status line |
+| `x-fake-pause: 3` | stream: pause after the first event (`x-fake-pause-mid-event: 1` pauses inside the second) |
+| `x-fake-drop-after: 3` | stream: drop the connection after that many events |
+| `x-fake-framing: close` | stream without chunked encoding, ended by closing the connection |
+| `x-fake-gzip: 1` | gzip a JSON answer when the client accepts it |
+| `x-fake-reply: text` | the assistant's reply (default: `echo: <last user message>`) |
+| `x-fake-size: N` | body size of `/audio/speech` and `/download` |
+
+Every request is recorded (`FakeUpstream.records`), with whether and when the
+client closed the connection early. Routes are matched on the path's end, so
+`/v1/chat/completions` and `/openai/v1/chat/completions` reach the same handler;
+any unknown path answers with an echo of the request. More handlers can be
+added with `FakeUpstream.route(suffix)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gzip
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+PATTERN = hashlib.sha256(b"fake").digest() * (1024 * 1024 // 32)  # 1 MiB of deterministic bytes
+KEEP_BODY = 64 * 1024 * 1024  # bodies up to this size are kept in the record
+
+
+def pattern_bytes(size: int) -> bytes:
+    """The `size` bytes that `/download` and `/audio/speech` send."""
+    whole, rest = divmod(size, len(PATTERN))
+    return PATTERN * whole + PATTERN[:rest]
+
+
+@dataclass
+class Record:
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    body_len: int = 0
+    sha256: str = ""
+    received_at: float = field(default_factory=time.monotonic)
+    client_closed_at: float | None = None  # when the client hung up before the answer was complete
+    completed: bool = False
+
+    @property
+    def path(self) -> str:
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.partition("?")[2]
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def header_names(self) -> set[str]:
+        return {key.lower() for key, _ in self.headers}
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Request:
+    def __init__(self, record: Record, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.record = record
+        self.reader = reader
+        self.writer = writer
+        self.close_after = False
+        self._eof_task: asyncio.Task | None = None
+
+    def h(self, name: str, default: str = "") -> str:
+        return self.record.header(name) or default
+
+    def client_gone(self) -> bool:
+        """True once the client has closed its side (checked while streaming)."""
+        if self._eof_task is None:
+            self._eof_task = asyncio.ensure_future(self.reader.read(1))
+        if self._eof_task.done():
+            if self.record.client_closed_at is None:
+                self.record.client_closed_at = time.monotonic()
+            return True
+        return self.writer.transport.is_closing()
+
+    async def send(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}"]
+        head += [f"{k}: {v}" for k, v in headers]
+        if not any(k.lower() == "content-length" for k, _ in headers):
+            head.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        await self.writer.drain()
+
+    async def json(self, payload, status: int = 200, headers: list[tuple[str, str]] | None = None) -> None:
+        body = json.dumps(payload).encode()
+        headers = [("Content-Type", "application/json"), ("x-request-id", "req_fake"), *(headers or [])]
+        if self.h("x-fake-gzip") == "1" and "gzip" in self.h("accept-encoding"):
+            body = gzip.compress(body, mtime=0)
+            headers.append(("Content-Encoding", "gzip"))
+        await self.send(status, headers, body)
+
+    async def stream(self, events: list[bytes], content_type: str = "text/event-stream") -> None:
+        """Send `events` one by one, as the x-fake-* headers say (delays, pauses, drops, framing)."""
+        delay = float(self.h("x-fake-delay", "0"))
+        pause = float(self.h("x-fake-pause", "0"))
+        mid_event = self.h("x-fake-pause-mid-event") == "1"
+        drop_after = int(self.h("x-fake-drop-after", "-1"))
+        close_framing = self.h("x-fake-framing") == "close"
+        headers = ["HTTP/1.1 200 OK", f"Content-Type: {content_type}", "x-request-id: req_fake_stream"]
+        headers.append("Connection: close" if close_framing else "Transfer-Encoding: chunked")
+        self.writer.write(("\r\n".join(headers) + "\r\n\r\n").encode())
+        self.close_after = close_framing
+
+        def frame(data: bytes) -> bytes:
+            return data if close_framing else b"%x\r\n%s\r\n" % (len(data), data)
+
+        for index, event in enumerate(events):
+            if index == drop_after:
+                self.writer.transport.abort()
+                self.close_after = True
+                return
+            if self.client_gone():
+                self.close_after = True
+                return
+            event = event.replace(b"__SENT_NS__", str(time.monotonic_ns()).encode())
+            if index == 1 and pause and mid_event:
+                half = len(event) // 2
+                self.writer.write(frame(event[:half]))
+                await self.writer.drain()
+                await self._sleep(pause)
+                self.writer.write(frame(event[half:]))
+            else:
+                self.writer.write(frame(event))
+            try:
+                await self.writer.drain()
+            except ConnectionError:
+                self.client_gone()
+                self.close_after = True
+                return
+            if index == 0 and pause and not mid_event:
+                await self._sleep(pause)
+            elif delay and index < len(events) - 1:
+                await self._sleep(delay)
+        if not close_framing:
+            self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, noticing a client that hangs up meanwhile."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.client_gone():
+                return
+            await asyncio.sleep(min(left, 0.02))
+
+
+Handler = Callable[[Request], Awaitable[None]]
+
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+           403: "Forbidden", 404: "Not Found", 413: "Payload Too Large", 429: "Too Many Requests",
+           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+def sse(payload) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def split_reply(reply: str, count: int) -> list[str]:
+    count = max(1, count)
+    size = max(1, -(-len(reply) // count))
+    pieces = [reply[i : i + size] for i in range(0, len(reply), size)] or [""]
+    return pieces + [""] * (count - len(pieces))
+
+
+def last_user_message(messages: list) -> str:
+    for message in reversed(messages or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+async def chat_completions(req: Request) -> None:
+    payload = req.record.json() if req.record.body else {}
+    model = payload.get("model", "gpt-4o-mini")
+    reply = req.h("x-fake-reply") or f"echo: {last_user_message(payload.get('messages'))}"
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    if not payload.get("stream"):
+        await req.json({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            "usage": usage,
+        })
+        return
+    pieces = split_reply(reply, int(req.h("x-fake-chunks", "5")))
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+            "sent_ns": "__SENT_NS__"}
+    events = []
+    for index, piece in enumerate(pieces):
+        delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
+        finish = "stop" if index == len(pieces) - 1 else None
+        events.append(sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+    if (payload.get("stream_options") or {}).get("include_usage"):
+        events.append(sse({**base, "choices": [], "usage": usage}))
+    events.append(b"data: [DONE]\n\n")
+    await req.stream(events)
+
+
+async def responses(req: Request) -> None:
+    payload = req.record.json() if req.record.body else {}
+    text = payload.get("input") if isinstance(payload.get("input"), str) else "hi"
+    reply = req.h("x-fake-reply") or f"echo: {text}"
+    response = {"id": "resp_fake", "object": "response", "created_at": 1700000000, "status": "completed",
+                "model": payload.get("model", "gpt-4o-mini"), "output": [
+                    {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
+                     "content": [{"type": "output_text", "text": reply, "annotations": []}]}],
+                "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    if not payload.get("stream"):
+        await req.json(response)
+        return
+    events = [b"event: response.created\n" + sse({"type": "response.created", "sequence_number": 0,
+              "response": {**response, "status": "in_progress", "output": []}})]
+    for index, piece in enumerate(split_reply(reply, int(req.h("x-fake-chunks", "5")))):
+        events.append(b"event: response.output_text.delta\n" + sse({
+            "type": "response.output_text.delta", "sequence_number": index + 1, "item_id": "msg_fake",
+            "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}))
+    events.append(b"event: response.completed\n" + sse({"type": "response.completed",
+                  "sequence_number": len(events), "response": response}))
+    await req.stream(events)
+
+
+async def embeddings(req: Request) -> None:
+    payload = req.record.json()
+    inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+    await req.json({"object": "list", "model": payload.get("model", "text-embedding-3-small"),
+                    "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                             for i in range(len(inputs))],
+                    "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+
+
+MODELS = [{"id": "gpt-4o-mini", "object": "model", "created": 1700000000, "owned_by": "openai"},
+          {"id": "gpt-4o", "object": "model", "created": 1700000000, "owned_by": "openai"}]
+
+
+async def models(req: Request) -> None:
+    await req.json({"object": "list", "data": MODELS})
+
+
+async def files(req: Request) -> None:
+    """Multipart upload: answers with the uploaded file's byte count and sha256."""
+    content_type = req.h("content-type")
+    boundary = content_type.partition("boundary=")[2].strip('"').encode()
+    filename, content, purpose = "", b"", ""
+    for part in req.record.body.split(b"--" + boundary):
+        head, _, data = part.partition(b"\r\n\r\n")
+        data = data[:-2] if data.endswith(b"\r\n") else data
+        if b'name="file"' in head:
+            filename = head.partition(b'filename="')[2].partition(b'"')[0].decode()
+            content = data
+        elif b'name="purpose"' in head:
+            purpose = data.decode()
+    await req.json({"id": "file-fake", "object": "file", "bytes": len(content), "created_at": 1700000000,
+                    "filename": filename, "purpose": purpose or "assistants", "status": "processed",
+                    "sha256": hashlib.sha256(content).hexdigest()})
+
+
+async def speech(req: Request) -> None:
+    await req.send(200, [("Content-Type", "audio/mpeg")], pattern_bytes(int(req.h("x-fake-size", "4096"))))
+
+
+async def download(req: Request) -> None:
+    size = int(req.h("x-fake-size") or parse_qs(req.record.query).get("size", ["1048576"])[0])
+    req.writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+                     .encode())
+    sent = 0
+    while sent < size:
+        piece = PATTERN[: min(len(PATTERN), size - sent)]
+        req.writer.write(piece)
+        sent += len(piece)
+        await req.writer.drain()
+
+
+async def upload(req: Request) -> None:
+    await req.json({"bytes": req.record.body_len, "sha256": req.record.sha256})
+
+
+async def echo(req: Request) -> None:
+    rec = req.record
+    await req.json({"method": rec.method, "target": rec.target, "path": rec.path, "query": rec.query,
+                    "headers": rec.headers, "body_len": rec.body_len, "sha256": rec.sha256,
+                    "body_b64": base64.b64encode(rec.body[:65536]).decode()})
+
+
+async def error(req: Request, status: int) -> None:
+    types = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+             429: "rate_limit_error"}
+    codes = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+    messages = {401: "Incorrect API key provided.", 429: "Rate limit reached for requests."}
+    headers = [("retry-after", "1"), ("x-ratelimit-limit-requests", "500"),
+               ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "1s")]
+    await req.json({"error": {"message": messages.get(status, f"fake error {status}"),
+                              "type": types.get(status, "server_error"), "param": None,
+                              "code": codes.get(status)}}, status=status, headers=headers)
+
+
+class FakeUpstream:
+    """The server; run it in a background thread (`start()`) or as a process (`python -m tests.fake_upstream`)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, record: bool = True):
+        self.host = host
+        self.port = port
+        self.record = record
+        self.records: list[Record] = []
+        self.handlers: dict[str, Handler] = {}
+        for suffix, handler in [("/chat/completions", chat_completions), ("/responses", responses),
+                                ("/embeddings", embeddings), ("/models", models), ("/files", files),
+                                ("/audio/speech", speech), ("/download", download), ("/upload", upload)]:
+            self.route(suffix, handler)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def route(self, suffix: str, handler: Handler) -> None:
+        """Serve paths that end with `suffix` (query string aside) with `handler`."""
+        self.handlers[suffix] = handler
+
+    def find(self, path_part: str) -> list[Record]:
+        """The records whose path contains `path_part`, oldest first."""
+        return [r for r in list(self.records) if path_part in r.path]
+
+    def by_tag(self, tag: str) -> Record:
+        """The one record sent with header `x-fake-tag: <tag>`."""
+        found = [r for r in list(self.records) if r.header("x-fake-tag") == tag]
+        assert len(found) == 1, f"{len(found)} requests tagged {tag!r}"
+        return found[0]
+
+    # -- running -------------------------------------------------------------
+
+    async def serve(self) -> None:
+        self._server = await asyncio.start_server(self._connection, self.host, self.port, limit=1 << 20, backlog=4096)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def start(self) -> FakeUpstream:
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = _new_loop()
+            self._loop.run_until_complete(self.serve())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake upstream did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            self._loop.call_soon_threadsafe(self._server.close)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    # -- HTTP ----------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _version = lines[0].split(" ", 2)
+                headers = [tuple(p.strip() for p in line.split(":", 1)) for line in lines[1:] if ":" in line]
+                record = Record(method, target, headers)
+                if self.record:
+                    self.records.append(record)
+                await self._read_body(reader, record)
+                req = Request(record, reader, writer)
+                await self._dispatch(req)
+                record.completed = record.client_closed_at is None
+                if req.close_after or (record.header("connection") or "").lower() == "close":
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if not writer.transport.is_closing():
+                writer.close()
+
+    async def _read_body(self, reader: asyncio.StreamReader, record: Record) -> None:
+        digest = hashlib.sha256()
+        kept: list[bytes] = []
+
+        def take(data: bytes) -> None:
+            digest.update(data)
+            record.body_len += len(data)
+            if record.body_len <= KEEP_BODY:
+                kept.append(data)
+
+        length = record.header("content-length")
+        if length is not None:
+            left = int(length)
+            while left:
+                data = await reader.read(min(left, 1 << 20))
+                if not data:
+                    raise asyncio.IncompleteReadError(b"", left)
+                take(data)
+                left -= len(data)
+        elif "chunked" in (record.header("transfer-encoding") or "").lower():
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")
+                    break
+                take(await reader.readexactly(size))
+                await reader.readexactly(2)
+        record.body = b"".join(kept) if record.body_len <= KEEP_BODY else b""
+        record.sha256 = digest.hexdigest()
+
+    async def _dispatch(self, req: Request) -> None:
+        first_byte_delay = float(req.h("x-fake-first-byte-delay", "0"))
+        if first_byte_delay:
+            await req._sleep(first_byte_delay)
+            if req.client_gone():
+                req.close_after = True
+                return
+        status = req.h("x-fake-status")
+        if status:
+            await error(req, int(status))
+            return
+        path = urlsplit(req.record.target).path
+        for suffix, handler in self.handlers.items():
+            if path.endswith(suffix):
+                await handler(req)
+                return
+        await echo(req)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the fake upstream on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    fake = FakeUpstream(port=args.port, record=False)
+    loop = _new_loop()
+    loop.run_until_complete(fake.serve())
+    print(fake.port, flush=True)
+    loop.run_forever()
+
+
+if __name__ == "__main__":
+    main()
