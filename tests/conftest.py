@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_upstream import FakeUpstream
+from tests.redis_server import RedisServer
 from tests.relay_server import RelayServer
 
 
@@ -52,3 +53,24 @@ def start_relay(fake, logs_dir) -> Iterator[Callable[..., RelayServer]]:
 def relay(start_relay) -> RelayServer:
     """The relay with its default settings (heartbeat shortened to keep tests quick)."""
     return start_relay(SSE_HEARTBEAT="1")
+
+
+@pytest.fixture(scope="session")
+def start_redis(tmp_path_factory) -> Iterator[Callable[[], RedisServer]]:
+    """Start a fresh redis-server on its own port (call `.stop()` / `.start()` to take it down and up)."""
+    started: list[RedisServer] = []
+
+    def start() -> RedisServer:
+        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(start_redis) -> RedisServer:
+    """One Redis shared by the tests that only need a working server."""
+    return start_redis()
