@@ -18,6 +18,7 @@ from proxy.cors import add_cors_headers, is_preflight, preflight_response
 from proxy.errors import openai_error
 from proxy.routes import BadTarget, build_routes, check_target, raw_target
 from proxy.settings import Settings
+from proxy.streaming import OneLineDrops
 from proxy.upstream import Upstream
 from sessions import bp as sessions_bp
 
@@ -80,6 +81,7 @@ def _configure_logging(level: str) -> None:
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("relay").setLevel(level.upper())
+    logging.getLogger("gunicorn.error").addFilter(OneLineDrops())
 
 
 app = create_app()

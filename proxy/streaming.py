@@ -12,6 +12,7 @@ this iterator, which closes the upstream connection).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,19 @@ HEARTBEAT = b": keep-alive\n\n"
 
 class UpstreamDropped(Exception):
     """The upstream broke off mid-body; raised so the server ends the client's response abruptly."""
+
+
+class OneLineDrops(logging.Filter):
+    """gunicorn logs an error raised mid-response with its whole traceback; an upstream that
+    breaks off is an expected event, so it gets one warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, UpstreamDropped):
+            record.msg, record.args = "%s; the client's response was cut short", (exc,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[bytes]:
