@@ -71,8 +71,9 @@ class RelayServer:
         return [int(pid) for pid in out.split()]
 
     def stop(self) -> None:
+        """Quick shutdown (SIGINT): a graceful one would wait for idle keep-alive clients."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

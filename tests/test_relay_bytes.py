@@ -66,3 +66,12 @@ def test_binary_answer_content_type_and_length_kept(relay):
     assert response.headers["Content-Type"] == "audio/mpeg"
     assert response.headers["Content-Length"] == "12345"
     assert response.content == pattern_bytes(12345)
+
+
+def test_compressed_request_body_passes_as_sent(relay, fake):
+    body = gzip.compress(json.dumps({"input": "x" * 10000}).encode())
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json", "x-fake-tag": "gz-up"}
+    requests.post(relay.url + "/v1/echo", data=body, headers=headers, timeout=10)
+    sent = fake.by_tag("gz-up")
+    assert sent.header("content-encoding") == "gzip"
+    assert sent.body == body
