@@ -34,6 +34,10 @@ def clean_environ() -> dict[str, str]:
     } | {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the port between free_port() and gunicorn's bind."""
+
+
 class RelayServer:
     """One gunicorn process tree serving the relay on a free loopback port."""
 
@@ -44,7 +48,20 @@ class RelayServer:
         self.env = clean_environ() | {"HOST": "127.0.0.1", "PORT": str(self.port)} | env
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20) -> RelayServer:
+    def start(self, timeout: float = 20, attempts: int = 3) -> RelayServer:
+        """Start and wait for /healthz; on a port taken meanwhile by another process, try a fresh one."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.env["PORT"] = str(self.port)
+        return self
+
+    def _start_once(self, timeout: float) -> RelayServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "app:app"],
@@ -53,6 +70,8 @@ class RelayServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "Connection in use" in self.log() or "Address already in use" in self.log():
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
