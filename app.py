@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from billing import bp as billing_bp
@@ -43,7 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def guard_and_preflight():
-        check_target(raw_target(request.environ))
+        g.target = check_target(raw_target(request.environ))  # (path, query), checked once for every route
         if is_preflight(request):
             return preflight_response(request, settings.cors_origins)
         return None
