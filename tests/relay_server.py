@@ -41,7 +41,8 @@ class PortTaken(RuntimeError):
 class RelayServer:
     """One gunicorn process tree serving the relay on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, python: str = sys.executable):
+        self.python = python
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -64,7 +65,7 @@ class RelayServer:
     def _start_once(self, timeout: float) -> RelayServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "app:app"],
+                [self.python, "-m", "gunicorn", "app:app"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
