@@ -40,6 +40,7 @@ def test_hop_by_hop_and_client_identifying_headers_are_dropped(relay, fake):
         "Keep-Alive": "timeout=5",
         "TE": "trailers",
         "Upgrade": "h2c",
+        "Expect": "100-continue",
         "Proxy-Authorization": "Basic abc",
         "X-Forwarded-For": "203.0.113.7",
         "X-Forwarded-Host": "evil.example",
