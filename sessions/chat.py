@@ -44,27 +44,27 @@ def session_store() -> SessionStore:
 def take_turn(turn: Turn, creds: Credentials) -> Response:
     settings = current_settings()
     route = current_app.extensions["routes"]["v1"]
-    lock: SessionLock | None = session_store().lock((creds.owner, turn.session_id))
+    lock = session_store().lock((creds.owner, turn.session_id))
+    handed_to_stream = False
     try:
         session = lock.read() or Session()
         system = (turn.system if turn.system is not None else session.system) or None  # "" clears it
         upstream = _ask_upstream(route, turn, session.prompt(turn.content, system), creds.upstream_key)
-        held = lock
 
         def record(reply: str) -> None:
             limits = (settings.session_max_messages, settings.session_max_chars)
-            held.write(session.with_turn(system, turn.content, reply, *limits))
+            lock.write(session.with_turn(system, turn.content, reply, *limits))
 
         if turn.stream and upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
             response = client_response(upstream, settings.sse_heartbeat)
             response.response = RecordedStream(response.response, upstream, record, lock)
-            lock = None  # the stream releases it when the server closes it
+            handed_to_stream = True  # the stream releases the lock when the server closes it
             return response
         reply = _reply_text(upstream, route.host)
         record(reply)
         return success(reply)
     finally:
-        if lock is not None:
+        if not handed_to_stream:
             lock.release()
 
 
@@ -165,10 +165,8 @@ def _refusal(upstream: requests.Response, host: str) -> Failure:
         text = error.get("message") if isinstance(error, dict) else error
         if isinstance(text, str) and text.strip():
             message = text.strip()[:2000]
-    except Failure:
-        pass  # the status says enough
-    except (ValueError, AttributeError):
-        pass
+    except (Failure, ValueError, AttributeError):
+        pass  # no readable error body: the status says enough
     headers = {name: upstream.headers[name] for name in ("Retry-After",) if name in upstream.headers}
     return Failure(status if status >= 400 else 502, message, headers)
 

@@ -76,7 +76,7 @@ def test_bearer_header_and_curl_style_body_reach_the_same_session(client, main_r
     assert client.chat(sid, "via body").status_code == 200
     body = json.dumps({"sessionId": sid, "content": "via header"})  # no Content-Type, as `curl -d` sends it
     r = requests.post(main_relay.url + "/pro/chat/completions", data=body,
-                      headers=client.auth() | {"x-fake-tag": f"{sid}-h", "Content-Type": ""})
+                      headers=client.auth() | {"x-fake-tag": f"{sid}-h"})
     assert r.status_code == 200, r.text
     assert sent_messages(fake, f"{sid}-h") == turn_pairs("via body") + [{"role": "user", "content": "via header"}]
 
