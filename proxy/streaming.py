@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import requests
 
-from .upstream import abort, release
+from .upstream import abort, release, shut_down
 
 READ_SIZE = 256 * 1024
 HEARTBEAT = b": keep-alive\n\n"
@@ -107,4 +107,7 @@ def _with_heartbeat(response: requests.Response, interval: float) -> Iterator[by
             tail = (tail + item)[-4:]
             yield item
     finally:
-        stop.set()  # on an early exit, relay_body's abort() unblocks a reader waiting on the socket
+        stop.set()
+        if thread.is_alive():  # left early: wake the reader, and let it finish before the response is closed
+            shut_down(response)
+            thread.join(5)

@@ -136,6 +136,8 @@ def test_client_disconnect_closes_the_upstream(relay, fake):
     assert record.client_closed_at is not None, "the relay kept reading from the upstream"
     assert record.client_closed_at - left_at < 2.5
     assert not record.completed
+    time.sleep(0.3)
+    assert "Traceback" not in relay.log()
 
 
 def test_client_disconnect_during_silence_is_noticed_at_the_heartbeat(relay, fake):
@@ -148,6 +150,8 @@ def test_client_disconnect_during_silence_is_noticed_at_the_heartbeat(relay, fak
         time.sleep(0.05)
     assert record.client_closed_at is not None
     assert record.client_closed_at - left_at < 5  # heartbeat is 1 s here; the upstream would pause 20 s
+    time.sleep(0.3)
+    assert "Traceback" not in relay.log()
 
 
 def test_200_concurrent_streams_all_complete(relay):
