@@ -86,20 +86,21 @@ class Request:
         self.reader = reader
         self.writer = writer
         self.close_after = False
-        self._eof_task: asyncio.Task | None = None
 
     def h(self, name: str, default: str = "") -> str:
         return self.record.header(name) or default
 
     def client_gone(self) -> bool:
-        """True once the client has closed its side (checked while streaming)."""
-        if self._eof_task is None:
-            self._eof_task = asyncio.ensure_future(self.reader.read(1))
-        if self._eof_task.done():
+        """True once the client has closed its side (checked while answering).
+
+        asyncio hands the peer's FIN to the reader without a read pending, and a client
+        waiting for this answer sends nothing else, so an empty reader at EOF means it left.
+        """
+        if self.reader.at_eof() or self.writer.transport.is_closing():
             if self.record.client_closed_at is None:
                 self.record.client_closed_at = time.monotonic()
             return True
-        return self.writer.transport.is_closing()
+        return False
 
     async def send(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
         head = [f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}"]
