@@ -15,7 +15,7 @@ from proxy import bp as proxy_bp
 from proxy import register_routes
 from proxy.accesslog import AccessLog
 from proxy.cors import add_cors_headers, is_preflight, preflight_response
-from proxy.errors import openai_error
+from proxy.errors import openai_error, pro_reply
 from proxy.routes import BadTarget, build_routes, check_target, raw_target
 from proxy.settings import Settings
 from proxy.streaming import OneLineDrops
@@ -58,6 +58,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if request.path.startswith("/pro/"):  # the /pro endpoints answer in their own shape
+            return pro_reply(exc.code or 500, exc.description or exc.name)
         if exc.code == 404:
             message = f"Unknown route {request.path!r}: this relay serves {_prefixes(routes)}."
             return openai_error(404, message, "unknown_route")

@@ -19,11 +19,13 @@ from decimal import Decimal
 
 from flask import Response, request
 
+from proxy.errors import pro_reply
+
 from .dates import BadRange, Period, requested_period, today_utc
 from .keys import KeyKind, client_key, key_kind, key_problem
 from .money import to_cent, usd
 from .queries import costs_used, credit_summary, granted_and_used, summary_figures
-from .responses import private_json
+from .responses import NO_STORE
 from .upstream import BillingError, BillingUpstream
 
 ALL_TIME_MESSAGE = (
@@ -78,8 +80,8 @@ def _success(
         "start_date": period.start.isoformat() if period else None,
         "end_date": period.end.isoformat() if period else None,
     }
-    return private_json(200, {"code": 200, "message": message, "data": data})
+    return pro_reply(200, message, data, headers=NO_STORE)
 
 
 def _failure(status: int, message: str) -> Response:
-    return private_json(status, {"code": status, "message": message, "data": None})
+    return pro_reply(status, message, None, headers=NO_STORE)

@@ -6,7 +6,9 @@ import json
 
 from flask import Response
 
+NO_STORE = {"Cache-Control": "no-store"}
+
 
 def private_json(status: int, body: dict) -> Response:
     """`body` as JSON with `Cache-Control: no-store`: the figures belong to one key."""
-    return Response(json.dumps(body), status=status, mimetype="application/json", headers={"Cache-Control": "no-store"})
+    return Response(json.dumps(body), status=status, mimetype="application/json", headers=NO_STORE)

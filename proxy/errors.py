@@ -1,6 +1,9 @@
-"""Errors the relay makes itself, in the OpenAI error shape, so SDKs raise the matching exception."""
+"""The relay's own answers: errors in the OpenAI shape, so SDKs raise the matching exception,
+and the `{"code", "message", "data"}` shape of the `/pro/...` endpoints, as in the service they model."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Response, json
 
@@ -20,3 +23,9 @@ def openai_error(status: int, message: str, code: str, headers: dict[str, str] |
     """`{"error": {"message", "type", "param", "code"}}` with `status`."""
     body = {"error": {"message": message, "type": _TYPES.get(status, "api_error"), "param": None, "code": code}}
     return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+
+
+def pro_reply(status: int, message: str, data: Any = None, headers: dict[str, str] | None = None) -> Response:
+    """`{"code": status, "message", "data"}` with `status`, fields in that order."""
+    body = json.dumps({"code": status, "message": message, "data": data}, ensure_ascii=False, sort_keys=False)
+    return Response(body, status=status, headers=headers, mimetype="application/json")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Response
+
+from proxy.errors import pro_reply
 
 
 class Failure(Exception):
@@ -19,13 +20,8 @@ class Failure(Exception):
 
 
 def success(data: Any, message: str = "success") -> Response:
-    return _reply(200, message, data)
+    return pro_reply(200, message, data)
 
 
 def failure(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _reply(status, message, None, headers)
-
-
-def _reply(status: int, message: str, data: Any, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps({"code": status, "message": message, "data": data}, ensure_ascii=False)  # fields in this order
-    return Response(body, status=status, headers=headers, mimetype="application/json")
+    return pro_reply(status, message, None, headers)

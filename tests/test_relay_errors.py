@@ -212,3 +212,12 @@ def test_access_log_has_one_line_per_request_and_no_secrets(start_relay):
     assert re.search(r"GET /v1/models 200 \d+ms \d+B$", lines[-3])
     assert re.search(r"POST /v1/chat/completions 401 \d+ms \d+B$", lines[-2])
     assert re.search(r"GET /v1/download 200 \d+ms 5000B$", lines[-1])
+
+
+@pytest.mark.parametrize(("path", "status"), [("/pro/chat/completions", 405), ("/pro/nope", 404)])
+def test_pro_routes_answer_routing_errors_in_their_own_shape(relay, path, status):
+    response = requests.get(relay.url + path, timeout=10)
+    assert response.status_code == status
+    body = response.json()
+    assert list(body) == ["code", "message", "data"]
+    assert body["code"] == status and body["data"] is None and body["message"]
