@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
+from access import Access, AccessDenied, current_access
 from billing import bp as billing_bp
 from proxy import bp as proxy_bp
 from proxy import register_routes
@@ -34,6 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.strict_slashes = False
     routes = build_routes(settings)
     app.extensions["routes"] = routes
+    app.extensions["access"] = Access.from_settings(settings, routes.values())  # refuses an open relay
     app.extensions["upstream"] = Upstream(settings, routes.values())
 
     app.register_blueprint(proxy_bp)
@@ -48,6 +50,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             return preflight_response(request, settings.cors_origins)
         return None
 
+    @app.before_request
+    def allowed_paths():
+        current_access().check_path(request.path)  # relay keys and rate limits: see proxy/relay.py
+
     @app.after_request
     def cors(response):
         return add_cors_headers(request, response, settings.cors_origins)
@@ -55,6 +61,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.errorhandler(BadTarget)
     def bad_target(exc: BadTarget):
         return openai_error(400, f"Invalid request path: {exc}", "invalid_path")
+
+    @app.errorhandler(AccessDenied)
+    def access_denied(exc: AccessDenied):
+        return openai_error(exc.status, exc.message, exc.code, exc.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import requests
 from flask import Response, current_app, g, request
@@ -12,7 +12,14 @@ from .headers import request_headers, response_headers
 from .routes import Route, upstream_url
 from .settings import current_settings
 from .streaming import relay_body
-from .upstream import UPLOAD_BLOCK, Upstream, UpstreamTimeout, UpstreamUnreachable
+from .upstream import UPLOAD_BLOCK, Upstream, UpstreamTimeout, UpstreamUnreachable, abort
+
+if TYPE_CHECKING:  # access/ imports proxy/: the app's Access is found through current_app
+    from access import Access, Grant
+
+# Request bodies up to this size are kept in memory when the route has several upstream keys, so that the
+# request can go out again on the next key if the upstream refuses one; larger bodies are streamed, sent once.
+REPLAY_LIMIT = 1024 * 1024
 
 
 class RelayResponse(Response):
@@ -48,17 +55,25 @@ class CappedBody:
             raise BodyTooLarge()
         return data
 
+    def read_all(self) -> bytes:
+        return b"".join(iter(self.read, b""))
+
 
 def upstream_pool() -> Upstream:
     return current_app.extensions["upstream"]
+
+
+def access_control() -> Access:
+    return current_app.extensions["access"]
 
 
 def relay(route: Route) -> Response:
     """Forward the current request to `route`'s upstream and stream its answer back."""
     settings = current_settings()
     path, query = g.target  # already checked by the app's guard: a path trick never gets here
-    url = upstream_url(route, path, query)
+    grant = access_control().admit(request.environ, route.key_group)  # AccessDenied: 401 or 429
     headers = request_headers(request.environ, route.host)
+    url = grant.strip(upstream_url(route, path, query), headers)
 
     body: CappedBody | None = None
     length = request.content_length
@@ -73,7 +88,9 @@ def relay(route: Route) -> Response:
         body = CappedBody(request.stream, settings.max_body_bytes)  # sent on chunked, as it arrives
 
     try:
-        upstream = upstream_pool().send(request.method, url, route.origin, headers, body)
+        if body is not None and length is not None and length <= REPLAY_LIMIT and grant.may_retry:
+            body = body.read_all()
+        upstream = send_with_keys(route, grant, url, headers, body)
     except BodyTooLarge:
         return _too_large(settings.max_body_bytes)
     except ClientBodyError:
@@ -83,6 +100,27 @@ def relay(route: Route) -> Response:
     except UpstreamUnreachable:
         return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
     return client_response(upstream, settings.sse_heartbeat)
+
+
+def send_with_keys(
+    route: Route, grant: Grant, url: str, headers: dict[str, str], body: bytes | CappedBody | None
+) -> requests.Response:
+    """Send the request with each upstream key in turn while the upstream refuses the key (401, 429).
+
+    A retry happens before anything is sent to the client, and only for a body held in memory.
+    """
+    def send(key: str | None) -> requests.Response:
+        return upstream_pool().send(request.method, url, route.origin, grant.with_key(headers, key), body)
+
+    *first, last = grant.attempts()
+    for key in first:
+        upstream = send(key)
+        if not grant.refused(key, upstream.status_code) or isinstance(body, CappedBody):
+            return upstream
+        abort(upstream)  # refused before any byte went to the client: try the next key
+    upstream = send(last)
+    grant.refused(last, upstream.status_code)
+    return upstream
 
 
 def client_response(upstream: requests.Response, heartbeat: float) -> Response:

@@ -74,3 +74,12 @@ def start_redis(tmp_path_factory) -> Iterator[Callable[[], RedisServer]]:
 def redis_server(start_redis) -> RedisServer:
     """One Redis shared by the tests that only need a working server."""
     return start_redis()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `last` (the scan of every relay log) run after all the others, whatever the selection order."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "last: run after every other test (reads what they left behind)")

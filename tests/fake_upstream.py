@@ -16,6 +16,8 @@ with `x-fake-*` headers:
 | `x-fake-reply: text` | the assistant's reply (default: `echo: <last user message>`) |
 | `x-fake-size: N` | body size of `/audio/speech` and `/download` |
 
+`FakeUpstream.refuse_key(key, 401)` makes it refuse every request that carries that key.
+
 Every request is recorded (`FakeUpstream.records`), with whether and when the
 client closed the connection early. Routes are matched on the path's end, so
 `/v1/chat/completions` and `/openai/v1/chat/completions` reach the same handler;
@@ -331,6 +333,7 @@ class FakeUpstream:
         self.record = record
         self.records: list[Record] = []
         self.handlers: dict[str, Handler] = {}
+        self.refused_keys: dict[str, int] = {}
         for suffix, handler in [("/chat/completions", chat_completions), ("/responses", responses),
                                 ("/embeddings", embeddings), ("/models", models), ("/files", files),
                                 ("/audio/speech", speech), ("/download", download), ("/upload", upload)]:
@@ -346,6 +349,18 @@ class FakeUpstream:
     def route(self, suffix: str, handler: Handler) -> None:
         """Serve paths that end with `suffix` (query string aside) with `handler`."""
         self.handlers[suffix] = handler
+
+    def refuse_key(self, key: str, status: int | None) -> None:
+        """Answer `status` (401, 429...) to the requests that carry `key` as their credential; None: stop."""
+        if status is None:
+            self.refused_keys.pop(key, None)
+        else:
+            self.refused_keys[key] = status
+
+    def _refusal(self, record: Record) -> str:
+        bearer = (record.header("authorization") or "").removeprefix("Bearer ")
+        sent = {bearer, record.header("x-api-key"), record.header("x-goog-api-key")}
+        return next((str(status) for key, status in self.refused_keys.items() if key in sent), "")
 
     def find(self, path_part: str) -> list[Record]:
         """The records whose path contains `path_part`, oldest first."""
@@ -447,7 +462,7 @@ class FakeUpstream:
             if req.client_gone():
                 req.close_after = True
                 return
-        status = req.h("x-fake-status")
+        status = req.h("x-fake-status") or self._refusal(req.record)
         if status:
             await error(req, int(status))
             return

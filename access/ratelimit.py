@@ -1,0 +1,181 @@
+"""`RATE_LIMIT`: requests per second, minute, hour or day, counted per relay key or per client IP.
+
+The counting is a fixed window aligned on the clock (minute windows start at :00),
+which makes one small counter per caller and period and gives every process the
+same windows. A caller may thus send up to twice a limit across a window's edge;
+that is the price of counters that several processes share with one round trip.
+A request refused by one limit is not counted by the others.
+
+Two stores behind one interface, `Counter.hit(caller, limits)`:
+- `MemoryCounter`, per process (the default);
+- `RedisCounter`, when `REDIS_URL` is set: one Lua script checks and counts all
+  limits atomically, on the Redis server's clock, so every worker and instance
+  shares one limit. If Redis cannot be reached, requests are let through (and a
+  warning logged): an outage of the counter store must not take the relay down.
+Callers are named by a hash (`keys.fingerprint`), never by a key or an address.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis
+from cachetools import TTLCache
+
+from proxy.settings import SettingsError
+
+log = logging.getLogger("relay.access")
+
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_ALIASES = {"s": "second", "sec": "second", "m": "minute", "min": "minute", "h": "hour", "hr": "hour", "d": "day"}
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    period: int  # seconds
+    name: str  # "minute"
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.name}"
+
+
+def parse_limits(value: str) -> tuple[Limit, ...]:
+    """`"60/minute,1000/day"` -> limits; a malformed entry stops the start-up with a clear message."""
+    limits = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        count, _, unit = item.partition("/")
+        unit = unit.strip().lower()
+        unit = _ALIASES.get(unit, unit.removesuffix("s") if unit.endswith("s") and len(unit) > 1 else unit)
+        if not count.strip().isdigit() or int(count) < 1 or unit not in PERIODS:
+            raise SettingsError(f"RATE_LIMIT entry {item!r} must look like 60/minute (per second, minute, hour or day)")
+        limits.append(Limit(int(count), PERIODS[unit], unit))
+    return tuple(limits)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_after: int = 0  # seconds until the refusing window ends
+    limit: Limit | None = None  # the limit that refused
+
+    @staticmethod
+    def refuse(limit: Limit, seconds_left: float) -> Verdict:
+        return Verdict(False, max(1, math.ceil(seconds_left)), limit)
+
+
+ALLOWED = Verdict(True)
+
+
+class Counter(Protocol):
+    def hit(self, caller: str, limits: tuple[Limit, ...]) -> Verdict:
+        """Count one request of `caller` unless a limit is reached; say which."""
+        ...
+
+
+class MemoryCounter:
+    """Counters in this process, bounded in number (the least recent callers are forgotten first)."""
+
+    def __init__(self, longest_period: int, max_callers: int = 100_000, clock: Callable[[], float] = time.time):
+        self._windows: TTLCache = TTLCache(maxsize=max_callers, ttl=longest_period, timer=clock)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def hit(self, caller: str, limits: tuple[Limit, ...]) -> Verdict:
+        with self._lock:
+            now = self._clock()
+            state: dict[int, list[int]] = self._windows.get(caller) or {}  # period -> [window, count]
+            worst: Verdict = ALLOWED
+            for limit in limits:
+                window = int(now // limit.period)
+                current = state.get(limit.period)
+                if current and current[0] == window and current[1] >= limit.count:
+                    verdict = Verdict.refuse(limit, (window + 1) * limit.period - now)
+                    if worst.allowed or verdict.retry_after > worst.retry_after:
+                        worst = verdict
+            if not worst.allowed:
+                return worst
+            for limit in limits:
+                window = int(now // limit.period)
+                current = state.get(limit.period)
+                state[limit.period] = [window, current[1] + 1 if current and current[0] == window else 1]
+            self._windows[caller] = state  # re-set: restarts the entry's time to live
+            return ALLOWED
+
+
+# KEYS[i]: the counter of limit i (a hash {w: window, n: count}); ARGV: period1, count1, period2, count2...
+# Returns {index of the refusing limit (1-based) or 0, milliseconds until its window ends}.
+_HIT_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local refused, wait = 0, 0
+local windows = {}
+for i, key in ipairs(KEYS) do
+  local period, count = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local window = math.floor(now / period)
+  windows[i] = window
+  local state = redis.call('HMGET', key, 'w', 'n')
+  if tonumber(state[1]) == window and tonumber(state[2]) >= count then
+    local left = (window + 1) * period - now
+    if left > wait then refused, wait = i, left end
+  end
+end
+if refused > 0 then return {refused, math.ceil(wait * 1000)} end
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('HGET', key, 'w')) == windows[i] then
+    redis.call('HINCRBY', key, 'n', 1)
+  else
+    redis.call('HSET', key, 'w', windows[i], 'n', 1)
+  end
+  redis.call('EXPIRE', key, tonumber(ARGV[2 * i - 1]) + 1)
+end
+return {0, 0}
+"""
+
+WARN_EVERY = 60.0  # seconds between two "Redis unreachable" warnings
+
+
+class RedisCounter:
+    """Counters in Redis, shared by every process that uses the same server."""
+
+    def __init__(self, url: str, prefix: str = "relay:ratelimit"):
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+        self._script = self._redis.register_script(_HIT_SCRIPT)
+        self._prefix = prefix
+        self._warned_at = -WARN_EVERY
+
+    def hit(self, caller: str, limits: tuple[Limit, ...]) -> Verdict:
+        # One hash tag per caller keeps its counters on one node of a Redis cluster.
+        keys = [f"{self._prefix}:{{{caller}}}:{limit.period}" for limit in limits]
+        args = [value for limit in limits for value in (limit.period, limit.count)]
+        try:
+            refused, wait_ms = self._script(keys=keys, args=args)
+        except redis.RedisError as exc:
+            self._warn(exc)
+            return ALLOWED
+        if not refused:
+            return ALLOWED
+        return Verdict.refuse(limits[int(refused) - 1], int(wait_ms) / 1000)
+
+    def _warn(self, exc: redis.RedisError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            log.warning("rate limit store (Redis) unreachable, requests are not limited: %s", type(exc).__name__)
+
+
+def make_counter(redis_url: str, limits: tuple[Limit, ...]) -> Counter | None:
+    """The counter the settings ask for: none without limits, Redis with `REDIS_URL`, else memory."""
+    if not limits:
+        return None
+    if redis_url:
+        return RedisCounter(redis_url)
+    return MemoryCounter(longest_period=max(limit.period for limit in limits))
