@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from flask import Response, request
 
+from access import AccessDenied
 from proxy.errors import pro_reply
 
 from .dates import BadRange, Period, requested_period, today_utc
@@ -39,7 +40,10 @@ ADMIN_MESSAGE = (
 
 
 def pro_balance() -> Response:
-    key = client_key(request)
+    try:
+        key = client_key(request)
+    except AccessDenied as exc:
+        return _failure(exc.status, exc.message, exc.headers)
     problem = key_problem(key)
     if problem:
         return _failure(401, problem)
@@ -83,5 +87,5 @@ def _success(
     return pro_reply(200, message, data, headers=NO_STORE)
 
 
-def _failure(status: int, message: str) -> Response:
-    return pro_reply(status, message, None, headers=NO_STORE)
+def _failure(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return pro_reply(status, message, None, headers={**NO_STORE, **(headers or {})})

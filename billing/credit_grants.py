@@ -14,6 +14,8 @@ from decimal import Decimal
 
 from flask import Response, request
 
+from access import AccessDenied
+
 from .dates import DEFAULT_DAYS, BadRange, Period, requested_period, today_utc
 from .keys import KeyKind, client_key, key_kind, key_problem
 from .money import usd
@@ -32,12 +34,15 @@ ADMIN_NOTE = (
 
 
 def openai_credit_grants() -> Response:
-    key = client_key(request)
     try:
         period = requested_period(request.args, today_utc())
     except BadRange as exc:
         return _error(400, str(exc), *_dates_as_given())
     start, end = period.start.isoformat(), period.end.isoformat()
+    try:
+        key = client_key(request)
+    except AccessDenied as exc:
+        return _error(exc.status, exc.message, start, end)
     problem = key_problem(key)
     if problem:
         return _error(401, problem, start, end)

@@ -1,7 +1,8 @@
 """Which key a billing request is asked with, and what kind of key it is.
 
-`client_key()` is the one place the key is read, so that relay keys (issue 5) can
-swap a relay key for the server's own key there. The key is never logged.
+`client_key()` is the one place the key is read; behind a relay key it gives the
+server's own key (access control), and the key's kind is read from that key.
+The key is never logged.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import re
 from enum import Enum
 
 from flask import Request
+
+import access
 
 # What any API key looks like on the wire: visible ASCII, no spaces, of a sane length.
 _KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")
@@ -25,12 +28,16 @@ class KeyKind(Enum):
 
 
 def client_key(request: Request) -> str:
-    """`?apiKey=` (seed 001's way), else the token of `Authorization: Bearer`; "" when neither is given."""
+    """The key to ask the upstream with, "" when none was given.
+
+    The client's is `?apiKey=` (seed 001's way), else the token of `Authorization: Bearer`;
+    access control swaps a relay key for the server's key, or raises `access.AccessDenied`.
+    """
     key = request.args.get("apiKey", "").strip()
-    if key:
-        return key
-    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    if not key:
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else ""
+    return access.upstream_key(key)
 
 
 def key_problem(key: str) -> str | None:

@@ -1,9 +1,10 @@
 """Which key a session call uses, and under which name its sessions are filed.
 
 `credentials()` is the one place the key is read. The key the client presents
-names its sessions (by its SHA-256, never in clear); the key sent upstream is
-the same key today (access control may swap a relay key for a server-side key
-here, while sessions stay filed under the key the client presented).
+names its sessions (by its SHA-256, never in clear); the key sent upstream is the
+one access control gives for it: the same key in pass-through mode, the server's
+own key behind a relay key. Sessions stay filed under the key the client presented,
+since a server-side key rotates and is shared by every relay-key holder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import request
+
+import access
 
 from .replies import Failure
 
@@ -41,4 +44,8 @@ def credentials(body: Mapping[str, Any]) -> Credentials:
         raise Failure(400, "An API key is required: send it as apiKey in the body or as 'Authorization: Bearer <key>'.")
     if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         raise Failure(400, "apiKey must be a string of 1 to 512 printable ASCII characters without spaces.")
-    return Credentials(owner=hashlib.sha256(key.encode()).hexdigest(), upstream_key=key)
+    try:
+        upstream_key = access.upstream_key(key)
+    except access.AccessDenied as exc:
+        raise Failure(exc.status, exc.message, exc.headers) from None
+    return Credentials(owner=hashlib.sha256(key.encode()).hexdigest(), upstream_key=upstream_key)
