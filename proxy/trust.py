@@ -3,7 +3,7 @@
 Hosts put proxies in front of the relay that append the client's address to
 `X-Forwarded-For`; a client can send its own header too, so only the entries
 added by trusted proxies count. `TRUSTED_PROXIES` is either
-- a number of hops (`1` on Heroku, Render and Vercel: the one proxy in front), as
+- a number of hops (`1` on Heroku and Vercel: the one proxy in front; the README lists each host), as
   Werkzeug's ProxyFix counts them, or
 - a list of proxy addresses or networks (`127.0.0.1` behind nginx on the same host),
   walked from the nearest hop outwards until an untrusted address: that is the client.
