@@ -11,6 +11,7 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from billing import bp as billing_bp
+from landing import bp as landing_bp
 from proxy import bp as proxy_bp
 from proxy import register_routes
 from proxy.accesslog import AccessLog
@@ -38,6 +39,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(proxy_bp)
     app.register_blueprint(sessions_bp)
     app.register_blueprint(billing_bp)
+    app.register_blueprint(landing_bp)
     register_routes(app, routes)
 
     @app.before_request
