@@ -79,11 +79,13 @@ def serve_and_check(command: list[str], cwd: Path, env: dict[str, str], port: in
         while time.monotonic() < deadline:
             assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
             try:
-                health = requests.get(url + "/healthz", timeout=1)
+                # `Connection: close`, so that no idle keep-alive connection holds up the server's graceful stop.
+                health = requests.get(url + "/healthz", headers={"Connection": "close"}, timeout=1)
                 if health.status_code == 200:
-                    landing = requests.get(url + "/", headers={"Accept": "application/json"}, timeout=5)
+                    landing = requests.get(url + "/", headers={"Accept": "application/json", "Connection": "close"},
+                                           timeout=5)
                     return proc, health.json(), landing.json()
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.1)
         raise AssertionError(f"{command} did not serve /healthz within {timeout}s")
