@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
 from billing import bp as billing_bp
@@ -19,6 +19,7 @@ from proxy.cors import add_cors_headers, is_preflight, preflight_response
 from proxy.errors import openai_error
 from proxy.routes import BadTarget, build_routes, check_target, raw_target
 from proxy.settings import Settings
+from proxy.streaming import OneLineDrops
 from proxy.upstream import Upstream
 from sessions import bp as sessions_bp
 
@@ -44,7 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def guard_and_preflight():
-        check_target(raw_target(request.environ))
+        g.target = check_target(raw_target(request.environ))  # (path, query), checked once for every route
         if is_preflight(request):
             return preflight_response(request, settings.cors_origins)
         return None
@@ -82,6 +83,7 @@ def _configure_logging(level: str) -> None:
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("relay").setLevel(level.upper())
+    logging.getLogger("gunicorn.error").addFilter(OneLineDrops())
 
 
 app = create_app()

@@ -24,3 +24,6 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's runtime control socket (a fixed path under $HOME) is not needed by a relay, and
+# several instances on one machine, or a read-only home on a PaaS, would trip over it.
+control_socket_disable = True

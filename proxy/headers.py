@@ -13,6 +13,7 @@ from collections.abc import Iterable
 HOP_BY_HOP = frozenset(
     {
         "connection",
+        "expect",  # 100-continue is answered by the server on the client's hop, as nginx does
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",

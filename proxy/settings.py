@@ -45,6 +45,7 @@ class Settings:
     session_max_chars: int = 24000
     session_max_content: int = 4000
     session_model: str = "gpt-4o-mini"
+    session_lock_wait: float = 120.0  # seconds a turn waits for the one before it on the same session
 
     # Access control (access/)
     relay_keys: str = ""

@@ -12,13 +12,14 @@ this iterator, which closes the upstream connection).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator
 
 import requests
 
-from .upstream import abort, release
+from .upstream import abort, release, shut_down
 
 READ_SIZE = 256 * 1024
 HEARTBEAT = b": keep-alive\n\n"
@@ -26,6 +27,19 @@ HEARTBEAT = b": keep-alive\n\n"
 
 class UpstreamDropped(Exception):
     """The upstream broke off mid-body; raised so the server ends the client's response abruptly."""
+
+
+class OneLineDrops(logging.Filter):
+    """gunicorn logs an error raised mid-response with its whole traceback; an upstream that
+    breaks off is an expected event, so it gets one warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, UpstreamDropped):
+            record.msg, record.args = "%s; the client's response was cut short", (exc,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[bytes]:
@@ -93,4 +107,7 @@ def _with_heartbeat(response: requests.Response, interval: float) -> Iterator[by
             tail = (tail + item)[-4:]
             yield item
     finally:
-        stop.set()  # on an early exit, relay_body's abort() unblocks a reader waiting on the socket
+        stop.set()
+        if thread.is_alive():  # left early: wake the reader, and let it finish before the response is closed
+            shut_down(response)
+            thread.join(5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterable
 from typing import IO
 
@@ -91,14 +92,15 @@ def release(response: requests.Response) -> None:
     response.raw.release_conn()
 
 
-def abort(response: requests.Response) -> None:
-    """Close an upstream response now, connection included, even mid-body.
-
-    The socket is shut down first so that a read blocked on it elsewhere returns.
-    """
-    conn = getattr(response.raw, "_connection", None)
-    sock = getattr(conn, "sock", None)
+def shut_down(response: requests.Response) -> None:
+    """Shut the response's socket down, so that a read blocked on it elsewhere returns."""
+    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
     if sock is not None:
         with contextlib.suppress(OSError):
-            sock.shutdown(2)
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def abort(response: requests.Response) -> None:
+    """Close an upstream response now, connection included, even mid-body."""
+    shut_down(response)
     response.close()

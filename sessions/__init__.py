@@ -1,5 +1,5 @@
-"""Session chat: /pro/chat/completions with server-side history (issue 3)."""
+"""Session chat: /pro/chat/completions with server-side history in a TTL store (memory or Redis)."""
 
-from flask import Blueprint
+from .views import bp
 
-bp = Blueprint("sessions", __name__)
+__all__ = ["bp"]

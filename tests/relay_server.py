@@ -34,30 +34,50 @@ def clean_environ() -> dict[str, str]:
     } | {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the port between free_port() and gunicorn's bind."""
+
+
 class RelayServer:
     """One gunicorn process tree serving the relay on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, python: str = sys.executable):
+        self.python = python
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = clean_environ() | {"HOST": "127.0.0.1", "PORT": str(self.port)} | env
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20) -> RelayServer:
+    def start(self, timeout: float = 20, attempts: int = 3) -> RelayServer:
+        """Start and wait for /healthz; on a port taken meanwhile by another process, try a fresh one."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.env["PORT"] = str(self.port)
+        return self
+
+    def _start_once(self, timeout: float) -> RelayServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "app:app"],
+                [self.python, "-m", "gunicorn", "app:app"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "Connection in use" in self.log() or "Address already in use" in self.log():
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
-            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a worker still booting
+            except (requests.ConnectionError, requests.Timeout):  # the worker may still be booting
                 pass
             time.sleep(0.1)
         self.stop()
@@ -71,8 +91,9 @@ class RelayServer:
         return [int(pid) for pid in out.split()]
 
     def stop(self) -> None:
+        """Quick shutdown (SIGINT): a graceful one would wait for idle keep-alive clients."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

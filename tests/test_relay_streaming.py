@@ -1,0 +1,182 @@
+"""Event streams pass chunk by chunk, stay alive when silent, and end the way the upstream ended them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+CHAT = "/v1/chat/completions"
+
+
+def stream_body(content: str = "hello world") -> dict:
+    return {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": content}]}
+
+
+def read_events(response: requests.Response) -> list[tuple[int, bytes]]:
+    """(arrival time in ns, raw bytes) for each piece the client receives, as it receives it."""
+    pieces = []
+    for piece in response.raw.stream(65536, decode_content=False):
+        pieces.append((time.monotonic_ns(), piece))
+    return pieces
+
+
+def sent_times(body: bytes) -> list[int]:
+    return [int(json.loads(line[6:])["sent_ns"]) for line in body.split(b"\n") if line.startswith(b'data: {')]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_chunks_arrive_as_the_upstream_sends_them(relay, framing):
+    headers = {"x-fake-chunks": "10", "x-fake-delay": "0.1", "x-fake-framing": framing}
+    with requests.post(relay.url + CHAT, json=stream_body(), headers=headers, stream=True, timeout=10) as response:
+        assert response.headers["Content-Type"] == "text/event-stream"
+        assert response.headers["X-Accel-Buffering"] == "no"
+        assert response.headers["Cache-Control"] == "no-cache"
+        pieces = []
+        for piece in response.iter_content(chunk_size=None):
+            pieces.append((time.monotonic_ns(), piece))
+    body = b"".join(piece for _, piece in pieces)
+    sent = sent_times(body)
+    assert len(sent) == 10
+    assert body.endswith(b"data: [DONE]\n\n")
+    # The first chunk was in the client's hands long before the upstream sent the last one...
+    assert pieces[0][0] < sent[-1] - 500_000_000
+    # ...and the chunks reached the client spread out, not in one burst at the end.
+    assert len(pieces) >= 5
+    assert pieces[-1][0] - pieces[0][0] > 500_000_000
+
+
+def test_heartbeat_on_a_silent_stream_only_between_events(relay):
+    # SSE_HEARTBEAT=1 on this relay; the upstream pauses 2.5 s after the first event, then
+    # 2.5 s in the middle of the second event: heartbeats may only appear in the first pause.
+    headers = {"x-fake-chunks": "3", "x-fake-pause": "2.5"}
+    with requests.post(relay.url + CHAT, json=stream_body(), headers=headers, stream=True, timeout=20) as response:
+        body = b"".join(piece for _, piece in read_events(response))
+    events = body.split(b"\n\n")
+    assert events.count(b": keep-alive") >= 2
+    data_events = [event for event in events if event.startswith(b"data: ")]
+    assert len(data_events) == 4  # 3 chunks + [DONE], none of them broken by a comment
+
+    headers["x-fake-pause-mid-event"] = "1"
+    with requests.post(relay.url + CHAT, json=stream_body(), headers=headers, stream=True, timeout=20) as response:
+        body = b"".join(piece for _, piece in read_events(response))
+    # The only silence was inside the second event: no heartbeat at all, and every event intact.
+    assert b": keep-alive" not in body
+    data_events = [event for event in body.split(b"\n\n") if event]
+    assert len(data_events) == 4
+    assert [json.loads(e[6:])["choices"][0]["index"] for e in data_events[:3]] == [0, 0, 0]
+
+
+def test_upstream_drop_truncates_the_client_stream(relay):
+    headers = {"x-fake-chunks": "6", "x-fake-delay": "0.05", "x-fake-drop-after": "3"}
+    with (
+        requests.post(relay.url + CHAT, json=stream_body(), headers=headers, stream=True, timeout=10) as response,
+        pytest.raises(requests.exceptions.ChunkedEncodingError),
+    ):
+        for _ in response.iter_content(chunk_size=None):
+            pass
+
+
+def test_upstream_drop_on_a_close_delimited_stream_is_not_a_clean_end(relay):
+    """With no framing to break, the relay's chunked response to the client must still lack its last chunk."""
+    headers = {"x-fake-chunks": "6", "x-fake-delay": "0.05", "x-fake-drop-after": "3", "x-fake-framing": "close"}
+    raw = raw_post(relay.port, CHAT, json.dumps(stream_body()).encode(), headers)
+    assert b"Transfer-Encoding: chunked" in raw.split(b"\r\n\r\n", 1)[0]
+    # A close-delimited body has no end marker: a drop looks like an end, to the relay as to any
+    # client of the upstream. What arrived is passed on, and nothing is invented.
+    assert raw.count(b"data: {") == 3
+    assert b"[DONE]" not in raw
+
+
+def raw_post(port: int, path: str, body: bytes, headers: dict[str, str], timeout: float = 10) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head.encode() + body)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+    return data
+
+
+def open_stream(port: int, headers: dict[str, str]) -> socket.socket:
+    """Start a stream on a raw socket and return it once the first event has arrived."""
+    body = json.dumps(stream_body()).encode()
+    head = f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(head.encode() + body)
+    received = b""
+    while b"data: " not in received:
+        piece = sock.recv(65536)
+        assert piece, "the relay closed before the first event"
+        received += piece
+    return sock
+
+
+def test_client_disconnect_closes_the_upstream(relay, fake):
+    """A client that leaves mid-stream: the relay hangs up on the upstream at its next write or heartbeat."""
+    headers = {"x-fake-chunks": "100", "x-fake-delay": "0.1", "x-fake-tag": "leaver"}
+    sock = open_stream(relay.port, headers)
+    sock.close()
+    left_at = time.monotonic()
+    record = fake.by_tag("leaver")
+    deadline = left_at + 5
+    while record.client_closed_at is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert record.client_closed_at is not None, "the relay kept reading from the upstream"
+    assert record.client_closed_at - left_at < 2.5
+    assert not record.completed
+    time.sleep(0.3)
+    assert "Traceback" not in relay.log()
+
+
+def test_client_disconnect_during_silence_is_noticed_at_the_heartbeat(relay, fake):
+    headers = {"x-fake-chunks": "3", "x-fake-pause": "20", "x-fake-tag": "silent-leaver"}
+    sock = open_stream(relay.port, headers)
+    sock.close()
+    left_at = time.monotonic()
+    record = fake.by_tag("silent-leaver")
+    while record.client_closed_at is None and time.monotonic() < left_at + 8:
+        time.sleep(0.05)
+    assert record.client_closed_at is not None
+    assert record.client_closed_at - left_at < 5  # heartbeat is 1 s here; the upstream would pause 20 s
+    time.sleep(0.3)
+    assert "Traceback" not in relay.log()
+
+
+def test_200_concurrent_streams_all_complete(relay):
+    results: list[bytes | Exception] = []
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        headers = {"x-fake-chunks": "5", "x-fake-delay": "0.2"}
+        try:
+            with requests.post(relay.url + CHAT, json=stream_body(f"n{index}"), headers=headers, timeout=60) as r:
+                outcome = r.content
+        except Exception as exc:  # recorded and reported below
+            outcome = exc
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(200)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors[:3]
+    assert len(results) == 200
+    assert all(body.endswith(b"data: [DONE]\n\n") and body.count(b"data: {") == 5 for body in results)
+    # Served at the same time, not one after another (200 x 0.8 s would be minutes).
+    assert time.monotonic() - started < 30

@@ -1,0 +1,77 @@
+"""Unit tests of the relay's pure helpers; the behaviour is tested through the real server elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import responses
+
+from proxy.headers import request_headers, response_headers
+from proxy.routes import BadTarget, build_routes, check_target, upstream_url
+from proxy.settings import Settings, SettingsError
+from proxy.upstream import Upstream
+
+
+def test_settings_from_environment_and_overrides():
+    settings = Settings.load({"SSE_HEARTBEAT": "5", "MAX_BODY_BYTES": "10"}, {"max_body_bytes": 20})
+    assert settings.sse_heartbeat == 5.0
+    assert settings.max_body_bytes == 20
+    assert Settings.load({"REDIS_URL": "redis://r:6379/0"}).session_store == "redis://r:6379/0"
+    with pytest.raises(SettingsError, match="MAX_BODY_BYTES"):
+        Settings.load({"MAX_BODY_BYTES": "lots"})
+
+
+def test_route_table_and_bad_route_settings():
+    routes = build_routes(Settings.load({"UPSTREAM_URL": "https://one.example/base/", "ROUTES": "groq=https://g.example/openai"}))
+    assert routes["v1"].base == "https://one.example/base/v1"
+    assert routes["openai"].base == "https://one.example/base"
+    assert routes["groq"].base == "https://g.example/openai"
+    assert routes["groq"].key_group == "groq"
+    for bad in ("noequals", "x=ftp://h", "=https://h", "a b=https://h"):
+        with pytest.raises(SettingsError):
+            build_routes(Settings.load({"ROUTES": bad}))
+
+
+def test_target_checks():
+    assert check_target("/v1/models?x=%2F") == ("/v1/models", "x=%2F")
+    for bad in ("http://evil/v1", "/v1/../x", "/v1/%2E%2E/x", "/v1//x", "/v1/a@b", "/v1/a\\b", "/v1/%00"):
+        with pytest.raises(BadTarget):
+            check_target(bad)
+    routes = build_routes(Settings.load({}))
+    assert upstream_url(routes["gemini"], "/gemini/v1beta/m:gen", "alt=sse") == (
+        "https://generativelanguage.googleapis.com/v1beta/m:gen?alt=sse"
+    )
+    assert upstream_url(routes["v1"], "/v1", "") == "https://api.openai.com/v1"
+
+
+def test_header_rules():
+    environ = {
+        "HTTP_CONNECTION": "close, X-Hop",
+        "HTTP_X_HOP": "1",
+        "HTTP_AUTHORIZATION": "Bearer k",
+        "HTTP_X_FORWARDED_FOR": "1.2.3.4",
+        "HTTP_COOKIE": "a=b",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "2",
+    }
+    assert request_headers(environ, "api.example") == {
+        "Host": "api.example", "Authorization": "Bearer k", "Content-Type": "application/json"
+    }
+    assert "Cookie" in request_headers(environ, "api.example", keep_cookies=True)
+    upstream = [("Set-Cookie", "a"), ("Set-Cookie", "b"), ("Connection", "x-gone"), ("X-Gone", "1"),
+                ("Transfer-Encoding", "chunked"), ("Access-Control-Allow-Origin", "*"), ("x-request-id", "r")]
+    kept = response_headers(upstream)
+    assert kept == [("Set-Cookie", "a"), ("Set-Cookie", "b"), ("x-request-id", "r")]
+
+
+@responses.activate
+def test_upstream_send_adds_no_header_of_its_own():
+    responses.get("https://api.example/v1/a%2Fb?x=%20", body=b"ok")
+    settings = Settings.load({"UPSTREAM_URL": "https://api.example"})
+    upstream = Upstream(settings, build_routes(settings).values())
+    response = upstream.send("GET", "https://api.example/v1/a%2Fb?x=%20", "https://api.example",
+                             {"Host": "api.example"})
+    sent = responses.calls[0].request
+    assert sent.url == "https://api.example/v1/a%2Fb?x=%20"
+    assert "Accept-Encoding" not in sent.headers and "Accept" not in sent.headers
+    assert isinstance(response, requests.Response)
