@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from access import Access, AccessDenied, current_access
 from billing import bp as billing_bp
+from landing import bp as landing_bp
 from proxy import bp as proxy_bp
 from proxy import register_routes
 from proxy.accesslog import AccessLog
@@ -41,6 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(proxy_bp)
     app.register_blueprint(sessions_bp)
     app.register_blueprint(billing_bp)
+    app.register_blueprint(landing_bp)
     register_routes(app, routes)
 
     @app.before_request

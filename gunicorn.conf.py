@@ -17,6 +17,8 @@ graceful_timeout = 30
 # Longer than the idle timeout of the load balancers in front (AWS/Render 60 s, nginx 75 s),
 # so they never reuse a connection the relay has just closed.
 keepalive = 90
+# gunicorn would believe X-Forwarded-Proto from 127.0.0.1; TRUSTED_PROXIES (proxy/trust.py) alone decides.
+forwarded_allow_ips = ""
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # The app writes its own access line (no query strings, no keys); gunicorn's stays off.
 accesslog = None

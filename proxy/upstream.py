@@ -4,12 +4,14 @@ Requests are sent through a single `requests` `HTTPAdapter` (one urllib3 pool pe
 upstream origin) with a hand-built `PreparedRequest`, so that the URL goes out
 exactly as received (no re-quoting), no header is added that the client did not
 send, and the proxy settings (`HTTPS_PROXY`, `NO_PROXY`) are looked up once per
-upstream instead of on every request. Session chat and billing use it too.
+upstream instead of on every request; `REQUESTS_CA_BUNDLE` is honoured as by
+requests itself, for proxies that inspect TLS. Session chat and billing use it too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterable
 from typing import IO
@@ -45,6 +47,7 @@ class Upstream:
         )
         self.adapter.poolmanager.connection_pool_kw["blocksize"] = UPLOAD_BLOCK
         self._proxies = {route.origin: get_environ_proxies(route.origin) for route in routes}
+        self.verify: bool | str = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
     def send(
         self,
@@ -72,7 +75,9 @@ class Upstream:
         if proxies is None:
             proxies = self._proxies[origin] = get_environ_proxies(origin)
         try:
-            return self.adapter.send(prepared, stream=True, timeout=timeout or self.timeout, proxies=proxies)
+            return self.adapter.send(
+                prepared, stream=True, timeout=timeout or self.timeout, proxies=proxies, verify=self.verify
+            )
         except (requests.ConnectTimeout, requests.ReadTimeout) as exc:
             raise UpstreamTimeout(str(exc)) from exc
         except requests.ConnectionError as exc:
