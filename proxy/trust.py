@@ -61,13 +61,13 @@ class TrustedProxies:
         scheme = environ.get("wsgi.url_scheme", "http")
         host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '')}"
         if self.hops or self.trusts(environ.get("REMOTE_ADDR", "")):
-            index = -(self.hops or 1)
+            # Proxies often overwrite these rather than append: with fewer values than hops, the first is the edge's.
             protos = _split(environ.get("HTTP_X_FORWARDED_PROTO", ""))
             hosts = _split(environ.get("HTTP_X_FORWARDED_HOST", ""))
-            if len(protos) >= -index and protos[index] in ("http", "https"):
-                scheme = protos[index]
-            if len(hosts) >= -index:
-                host = hosts[index]
+            if protos and protos[-min(self.hops or 1, len(protos))] in ("http", "https"):
+                scheme = protos[-min(self.hops or 1, len(protos))]
+            if hosts:
+                host = hosts[-min(self.hops or 1, len(hosts))]
         return scheme, host
 
 

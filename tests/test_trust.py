@@ -39,3 +39,11 @@ def test_networks_walk_from_the_nearest_hop():
 def test_bad_value_is_refused_at_start_up():
     with pytest.raises(SettingsError):
         TrustedProxies.parse("not-an-ip")
+
+
+def test_render_two_hops_behind_cloudflare():
+    # Render: Cloudflare appends the client, Render's proxy the Cloudflare edge; Render's proxy sets the scheme once.
+    trusted = TrustedProxies.parse("2")
+    environ = env(peer="10.21.157.68", xff="6.6.6.6, 99.61.165.29, 104.22.17.40", proto="https")
+    assert trusted.client_ip(environ) == "99.61.165.29"
+    assert trusted.scheme_and_host(environ) == ("https", "relay.example.com")
