@@ -115,7 +115,7 @@ class Access:
         if any(len(key) < SHORT_RELAY_KEY for key in split_list(settings.relay_keys)):
             log.warning("RELAY_KEYS holds a key shorter than %d characters: it can be guessed", SHORT_RELAY_KEY)
         limits = parse_limits(settings.rate_limit)
-        counter = make_counter(settings.redis_url, limits)
+        counter = make_counter(settings.redis_url, limits, settings.redis_tls_verify)
         if isinstance(counter, MemoryCounter) and int(settings.get("WEB_CONCURRENCY") or 1) > 1:
             log.warning("RATE_LIMIT is counted per worker process without REDIS_URL: set it to share one limit")
         return cls(

@@ -28,6 +28,7 @@ from typing import Protocol
 import redis
 from cachetools import TTLCache
 
+from proxy.redis_client import redis_client
 from proxy.settings import SettingsError
 
 log = logging.getLogger("relay.access")
@@ -146,8 +147,9 @@ WARN_EVERY = 60.0  # seconds between two "Redis unreachable" warnings
 class RedisCounter:
     """Counters in Redis, shared by every process that uses the same server."""
 
-    def __init__(self, url: str, prefix: str = "relay:ratelimit"):
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+    def __init__(self, url: str, prefix: str = "relay:ratelimit", verify_tls: bool = True):
+        options = {"socket_timeout": 2, "socket_connect_timeout": 2, "health_check_interval": 30}
+        self._redis = redis_client(url, verify_tls, **options)
         self._script = self._redis.register_script(_HIT_SCRIPT)
         self._prefix = prefix
         self._warned_at = -WARN_EVERY
@@ -172,10 +174,10 @@ class RedisCounter:
             log.warning("rate limit store (Redis) unreachable, requests are not limited: %s", type(exc).__name__)
 
 
-def make_counter(redis_url: str, limits: tuple[Limit, ...]) -> Counter | None:
+def make_counter(redis_url: str, limits: tuple[Limit, ...], verify_tls: bool = True) -> Counter | None:
     """The counter the settings ask for: none without limits, Redis with `REDIS_URL`, else memory."""
     if not limits:
         return None
     if redis_url:
-        return RedisCounter(redis_url)
+        return RedisCounter(redis_url, verify_tls=verify_tls)
     return MemoryCounter(longest_period=max(limit.period for limit in limits))

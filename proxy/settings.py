@@ -60,6 +60,7 @@ class Settings:
 
     # Shared state: the URL of a Redis server, if any (REDIS_URL, else KV_URL).
     redis_url: str = ""
+    redis_tls_verify: bool = True  # REDIS_TLS_VERIFY=0 for Heroku's self-signed rediss:// certificate
 
     # Every environment variable, for settings named after a route (`<PREFIX>_API_KEY`).
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)

@@ -25,6 +25,8 @@ from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 from redis.retry import Retry
 
+from proxy.redis_client import redis_client
+
 from .history import Session
 from .store import SessionBusy, SessionKey, SessionLock, SessionStore, StoreUnavailable
 
@@ -52,13 +54,13 @@ def session_key(key: SessionKey) -> str:
 
 
 class RedisStore(SessionStore):
-    def __init__(self, url: str, ttl: float, lock_wait: float):
+    def __init__(self, url: str, ttl: float, lock_wait: float, verify_tls: bool = True):
         self.ttl_ms = int(ttl * 1000)
         self.lock_wait = lock_wait
         parts = urlsplit(url)
         self.name = f"redis at {parts.hostname or parts.path}:{parts.port or 6379}"  # never the password
-        self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30,
+        self.client = redis_client(
+            url, verify_tls, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30,
             retry=Retry(NoBackoff(), 1),  # one retry covers a stale pooled connection, no long back-off
         )
         self._write = self.client.register_script(WRITE_IF_HELD)

@@ -79,7 +79,7 @@ def open_store(settings: Settings) -> SessionStore:
     if urlsplit(target).scheme in ("redis", "rediss", "unix"):
         from .redis_store import RedisStore
 
-        return RedisStore(target, settings.session_ttl, settings.session_lock_wait)
+        return RedisStore(target, settings.session_ttl, settings.session_lock_wait, settings.redis_tls_verify)
     raise SettingsError("SESSION_STORE must be 'memory' or a redis:// (rediss://, unix://) URL")
 
 
