@@ -62,28 +62,33 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(BadTarget)
     def bad_target(exc: BadTarget):
-        return openai_error(400, f"Invalid request path: {exc}", "invalid_path")
+        return _error(400, f"Invalid request path: {exc}", "invalid_path")
 
     @app.errorhandler(AccessDenied)
     def access_denied(exc: AccessDenied):
-        return openai_error(exc.status, exc.message, exc.code, exc.headers)
+        return _error(exc.status, exc.message, exc.code, exc.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        if request.path.startswith("/pro/"):  # the /pro endpoints answer in their own shape
-            return pro_reply(exc.code or 500, exc.description or exc.name)
-        if exc.code == 404:
+        if exc.code == 404 and not request.path.startswith("/pro/"):
             message = f"Unknown route {request.path!r}: this relay serves {_prefixes(routes)}."
-            return openai_error(404, message, "unknown_route")
-        return openai_error(exc.code or 500, exc.description or exc.name, exc.name.lower().replace(" ", "_"))
+            return _error(404, message, "unknown_route")
+        return _error(exc.code or 500, exc.description or exc.name, exc.name.lower().replace(" ", "_"))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         app.logger.exception("unexpected error on %s %s", request.method, request.path)
-        return openai_error(500, "The relay failed to handle this request.", "relay_error")
+        return _error(500, "The relay failed to handle this request.", "relay_error")
 
     app.wsgi_app = AccessLog(app.wsgi_app)
     return app
+
+
+def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None):
+    """An error the relay makes itself, in the shape of the endpoint asked: `/pro/...` its own, the rest OpenAI's."""
+    if request.path.startswith("/pro/"):
+        return pro_reply(status, message, None, headers)
+    return openai_error(status, message, code, headers)
 
 
 def _prefixes(routes: Mapping[str, Any]) -> str:

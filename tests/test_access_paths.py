@@ -65,3 +65,10 @@ def test_path_tricks_do_not_escape_an_allowed_glob(chat_only, fake):
 def test_the_relays_own_pages_stay_open(chat_only):
     health = requests.get(chat_only.url + "/healthz", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_a_pro_path_refused_by_allowed_paths_answers_in_the_pro_shape(start_relay):
+    relay = start_relay(ALLOWED_PATHS="/v1/chat/*")
+    response = requests.post(relay.url + "/pro/chat/completions", json={}, timeout=10)
+    assert response.status_code == 403
+    assert list(response.json()) == ["code", "message", "data"]
