@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,19 +46,20 @@ class Plan:
     """How long and how big each row is."""
 
     wrk_seconds: float
-    stream_rounds: int  # back-to-back streams per client in the 100-stream rows
+    stream_rounds: int  # rounds of 100 streams each way (direct, relay, direct...)
     stream_chunks: int
     stream_delay: float
     hold_streams: int
     hold_chunks: int
     hold_delay: float
     body_bytes: int
+    transfer_repeats: int  # the best of this many uploads and downloads each way
 
 
 FULL = Plan(wrk_seconds=8, stream_rounds=2, stream_chunks=40, stream_delay=0.05,
-            hold_streams=1000, hold_chunks=10, hold_delay=1.0, body_bytes=200 * MiB)
+            hold_streams=1000, hold_chunks=10, hold_delay=1.0, body_bytes=200 * MiB, transfer_repeats=3)
 QUICK = Plan(wrk_seconds=1, stream_rounds=1, stream_chunks=10, stream_delay=0.05,
-             hold_streams=200, hold_chunks=5, hold_delay=0.5, body_bytes=20 * MiB)
+             hold_streams=200, hold_chunks=5, hold_delay=0.5, body_bytes=20 * MiB, transfer_repeats=1)
 
 
 @dataclass
@@ -188,79 +188,93 @@ def with_errors(text: str, errors: int) -> str:
 
 def non_stream_rows(plan: Plan, canned: str, fake: str, relay: str) -> list[Row]:
     rows = []
+    relay_rps = {}
     for connections in (16, 64):
         wrk(relay + "/canned/v1/chat/completions", connections, 1)  # warm the relay's upstream pool
         direct = wrk(canned + "/v1/chat/completions", connections, plan.wrk_seconds)
         relayed = wrk(relay + "/canned/v1/chat/completions", connections, plan.wrk_seconds)
         share = relayed.rps / direct.rps
+        relay_rps[connections] = relayed.rps
         rows.append(Row(f"non-stream req/s, {connections} connections", with_errors(fmt(direct.rps), direct.errors),
                         with_errors(fmt(relayed.rps), relayed.errors), f"{share:.1%}", ">= 8% of direct",
                         verdict(share >= 0.08 and relayed.errors == 0)))
         rows.append(Row(f"non-stream p99 ms, {connections} connections", fmt(direct.p99_ms, 1),
                         fmt(relayed.p99_ms, 1), f"{relayed.p99_ms - direct.p99_ms:+,.1f} ms"))
+    # For reference: the fake upstream alone, which the canned upstream replaces as the direct baseline.
     alone = wrk(fake + "/v1/chat/completions", 16, plan.wrk_seconds)
-    rows.append(Row("  tests/fake_upstream alone, req/s, 16 conn.", with_errors(fmt(alone.rps), alone.errors)))
+    rows.append(Row("  tests/fake_upstream alone, req/s, 16 conn.", with_errors(fmt(alone.rps), alone.errors),
+                    versus=f"{relay_rps[16] / alone.rps:.1%}", target="(reference, no target)"))
     return rows
 
 
 def stream_rows(plan: Plan, fake: str, relay: str) -> list[Row]:
-    """100 streams open at all times; the first chunk's wait, then the delay of every later chunk."""
+    """100 streams open at all times; the first chunk's wait, then the delay of every later chunk.
 
-    def measure(url: str) -> tuple[list[clients.StreamResult], list[int], list[int]]:
-        port = port_of(url)
+    Direct and relay rounds alternate, so that load from elsewhere on the machine falls on both.
+    """
+    ports = {"direct": port_of(fake), "relay": port_of(relay)}
+    results: dict[str, list[clients.StreamResult]] = {"direct": [], "relay": []}
+    for port in ports.values():
         run_async(clients.burst_streams(port, "/v1/chat/completions", 100, 1, 0, timeout=30))  # warm the pool
-        results = run_async(clients.steady_streams(port, "/v1/chat/completions", 100, plan.stream_rounds,
-                                                   plan.stream_chunks, plan.stream_delay, timeout=60))
-        good = [r for r in results if not r.error]
-        return results, [r.first_event_ns for r in good], [d for r in good for d in r.chunk_delays_ns[1:]]
-
-    direct, direct_first, direct_chunks = measure(fake)
-    relayed, relay_first, relay_chunks = measure(relay)
-    errors = [sum(1 for r in results if r.error) for results in (direct, relayed)]
-    if not (direct_chunks and relay_chunks):
-        return [Row("stream rows: no stream completed", with_errors("", errors[0]), with_errors("", errors[1]))]
-    ms = 1e6
-    first = (statistics.median(direct_first) / ms, statistics.median(relay_first) / ms)
-    p50 = (percentile(direct_chunks, 50) / ms, percentile(relay_chunks, 50) / ms)
-    p99 = (percentile(direct_chunks, 99) / ms, percentile(relay_chunks, 99) / ms)
+    for _ in range(plan.stream_rounds):
+        for side, port in ports.items():
+            results[side] += run_async(clients.steady_streams(
+                port, "/v1/chat/completions", 100, 1, plan.stream_chunks, plan.stream_delay, timeout=60))
+    errors = {side: sum(1 for r in found if r.error) for side, found in results.items()}
+    good = {side: [r for r in found if not r.error] for side, found in results.items()}
+    firsts = {side: [r.first_event_ns / 1e6 for r in found] for side, found in good.items()}
+    chunks = {side: [d / 1e6 for r in found for d in r.chunk_delays_ns[1:]] for side, found in good.items()}
+    if not (chunks["direct"] and chunks["relay"]):
+        return [Row("stream rows: no stream completed", with_errors("", errors["direct"]),
+                    with_errors("", errors["relay"]))]
+    first = (statistics.median(firsts["direct"]), statistics.median(firsts["relay"]))
+    p50 = (percentile(chunks["direct"], 50), percentile(chunks["relay"], 50))
+    p99 = (percentile(chunks["direct"], 99), percentile(chunks["relay"], 99))
+    clean = not any(errors.values())
     return [
-        Row("stream TTFB (first chunk) p50 ms, 100 streams", with_errors(fmt(first[0], 1), errors[0]),
-            with_errors(fmt(first[1], 1), errors[1]), f"{first[1] - first[0]:+.1f} ms", "added < 20 ms",
-            verdict(first[1] - first[0] < 20 and not any(errors))),
+        Row("stream TTFB (first chunk) p50 ms, 100 streams", with_errors(fmt(first[0], 1), errors["direct"]),
+            with_errors(fmt(first[1], 1), errors["relay"]), f"{first[1] - first[0]:+.1f} ms", "added < 20 ms",
+            verdict(first[1] - first[0] < 20 and clean)),
         Row("per-chunk delay p50 ms, 100 streams", fmt(p50[0], 2), fmt(p50[1], 2), f"{p50[1] - p50[0]:+.2f} ms"),
         Row("per-chunk delay p99 ms, 100 streams", fmt(p99[0], 2), fmt(p99[1], 2), f"{p99[1] - p99[0]:+.2f} ms",
-            "added < 10 ms", verdict(p99[1] - p99[0] < 10 and not any(errors))),
-        Row(f"  ({len(relayed)} streams of {plan.stream_chunks} chunks {plan.stream_delay * 1000:.0f} ms apart, "
-            f"{len(relay_chunks):,} later chunks relayed)"),
+            "added < 10 ms", verdict(p99[1] - p99[0] < 10 and clean)),
+        Row(f"  ({len(results['relay'])} streams of {plan.stream_chunks} chunks {plan.stream_delay * 1000:.0f} ms "
+            f"apart each way, {len(chunks['relay']):,} later chunks relayed)"),
     ]
 
 
 def transfer_rows(plan: Plan, canned: str, fake: str, relay: str, memory: WorkerMemory) -> list[Row]:
-    """Uploads go to the canned upstream (it skips bodies as they arrive), downloads come from the fake."""
+    """The best of a few alternated transfers each way; the relay worker's peak RSS during each.
+
+    Uploads go to the canned upstream (it skips bodies as they arrive), downloads come from the fake.
+    """
     size = plan.body_bytes
     paths = {"direct": (canned, "/v1/upload", fake, "/v1/download"),
              "relay": (relay, "/canned/v1/upload", relay, "/v1/download")}
-    speeds: dict[str, tuple[float, float]] = {}
+    best = {(side, direction): 0.0 for side in paths for direction in ("upload", "download")}
     growth_kb = 0
-    for name, (up_url, up_path, down_url, down_path) in paths.items():
-        rss = memory.rss_kb()
-        memory.reset_peak()
-        up_seconds, answer = clients.upload(port_of(up_url), up_path, size, timeout=120)
-        if answer.get("object") != "chat.completion":  # the canned answer comes once the whole body arrived
-            raise RuntimeError(f"{name} upload got an unexpected answer: {answer}")
-        upload_growth = memory.peak_kb() - rss
-        rss = memory.rss_kb()
-        memory.reset_peak()
-        down_seconds, received = clients.download(port_of(down_url), f"{down_path}?size={size}", timeout=120)
-        if received != size:
-            raise RuntimeError(f"{name} download got {received} of {size} bytes")
-        if name == "relay":
-            growth_kb = max(upload_growth, memory.peak_kb() - rss)
-        speeds[name] = (size / up_seconds, size / down_seconds)
+    for _ in range(plan.transfer_repeats):
+        for side, (up_url, up_path, down_url, down_path) in paths.items():
+            rss = memory.rss_kb()
+            memory.reset_peak()
+            seconds, answer = clients.upload(port_of(up_url), up_path, size, timeout=120)
+            if answer.get("object") != "chat.completion":  # the canned answer comes once the whole body arrived
+                raise RuntimeError(f"{side} upload got an unexpected answer: {answer}")
+            best[side, "upload"] = max(best[side, "upload"], size / seconds / MiB)
+            if side == "relay":
+                growth_kb = max(growth_kb, memory.peak_kb() - rss)
+            rss = memory.rss_kb()
+            memory.reset_peak()
+            seconds, received = clients.download(port_of(down_url), f"{down_path}?size={size}", timeout=120)
+            if received != size:
+                raise RuntimeError(f"{side} download got {received} of {size} bytes")
+            best[side, "download"] = max(best[side, "download"], size / seconds / MiB)
+            if side == "relay":
+                growth_kb = max(growth_kb, memory.peak_kb() - rss)
     label = f"{size // MiB} MiB"
     rows = []
-    for index, direction in enumerate(("upload", "download")):
-        direct, relayed = speeds["direct"][index] / MiB, speeds["relay"][index] / MiB
+    for direction in ("upload", "download"):
+        direct, relayed = best["direct", direction], best["relay", direction]
         rows.append(Row(f"{direction} MiB/s, {label} body", fmt(direct), fmt(relayed), f"{relayed / direct:.0%}",
                         ">= 80% of direct", verdict(relayed >= 0.8 * direct)))
     rows.append(Row(f"relay peak RSS added by a {label} body, MiB", relay=fmt(growth_kb / 1024, 1),
@@ -302,16 +316,16 @@ def session_memory_rows() -> list[Row]:
 # -- output ---------------------------------------------------------------------
 
 
-def print_table(rows: list[Row], out: Callable[[str], None] = print) -> None:
+def print_table(rows: list[Row]) -> None:
     header = Row("measure", "direct", "relay", "relay vs direct", "target", "result")
     table = [header, *rows]
     widths = [max(len(getattr(row, col)) for row in table) for col in ("name", "direct", "relay", "versus", "target")]
     for index, row in enumerate(table):
         cells = [row.name.ljust(widths[0]), row.direct.rjust(widths[1]), row.relay.rjust(widths[2]),
                  row.versus.rjust(widths[3]), row.target.ljust(widths[4]), row.verdict.ljust(6)]
-        out("| " + " | ".join(cells) + " |")
+        print("| " + " | ".join(cells) + " |")
         if index == 0:
-            out("|" + "|".join("-" * (len(cell) + 2) for cell in cells) + "|")
+            print("|" + "|".join("-" * (len(cell) + 2) for cell in cells) + "|")
 
 
 def conditions() -> str:
@@ -327,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if shutil.which("wrk") is None:
         parser.error("wrk is needed for the non-stream rows (Debian: apt-get install wrk)")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of sockets, inherited by the servers
     print(f"conditions: {conditions()}", flush=True)
     started = time.monotonic()
@@ -353,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         memory.peak_kb()
         rows.append(Row("relay worker RSS idle / peak of the run, MiB",
                         relay=f"{idle_mib:.1f} / {memory.overall_peak_kb / 1024:.1f}"))
-        rows += session_memory_rows()
+    print("measuring session memory...", flush=True)
+    rows += session_memory_rows()
     print()
     print_table(rows)
     print(f"\n{len(rows)} rows in {time.monotonic() - started:.0f} s; direct = straight to the upstream "

@@ -20,7 +20,7 @@ ROWS_WITH_NUMBERS = {
     "non-stream p99 ms, 16 connections": ("direct", "relay", "relay vs direct"),
     "non-stream req/s, 64 connections": ("direct", "relay", "relay vs direct"),
     "non-stream p99 ms, 64 connections": ("direct", "relay", "relay vs direct"),
-    "tests/fake_upstream alone, req/s, 16 conn.": ("direct",),
+    "tests/fake_upstream alone, req/s, 16 conn.": ("direct", "relay vs direct"),
     "stream TTFB (first chunk) p50 ms, 100 streams": ("direct", "relay", "relay vs direct"),
     "per-chunk delay p50 ms, 100 streams": ("direct", "relay", "relay vs direct"),
     "per-chunk delay p99 ms, 100 streams": ("direct", "relay", "relay vs direct"),
