@@ -25,7 +25,7 @@ from urllib3.util import SKIP_HEADER
 from .routes import Route
 from .settings import Settings
 
-UPLOAD_BLOCK = 256 * 1024  # bytes per socket write when sending a request body
+UPLOAD_BLOCK = 1024 * 1024  # bytes per read of the client's body and per write upstream (gunicorn reads up to 1 MiB)
 
 
 class UpstreamUnreachable(Exception):
