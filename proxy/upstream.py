@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Iterable
 from typing import IO
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -23,7 +24,7 @@ from requests.utils import get_environ_proxies
 from urllib3.util import SKIP_HEADER
 
 from .routes import Route
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 UPLOAD_BLOCK = 1024 * 1024  # bytes per read of the client's body and per write upstream (gunicorn reads up to 1 MiB)
 
@@ -46,7 +47,7 @@ class Upstream:
             max_retries=0,
         )
         self.adapter.poolmanager.connection_pool_kw["blocksize"] = UPLOAD_BLOCK
-        self._proxies = {route.origin: get_environ_proxies(route.origin) for route in routes}
+        self._proxies = {route.origin: _proxies_for(route.origin) for route in routes}
         self.verify: bool | str = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
     def send(
@@ -73,7 +74,7 @@ class Upstream:
         prepared.hooks = {"response": []}
         proxies = self._proxies.get(origin)
         if proxies is None:
-            proxies = self._proxies[origin] = get_environ_proxies(origin)
+            proxies = self._proxies[origin] = _proxies_for(origin)
         try:
             return self.adapter.send(
                 prepared, stream=True, timeout=timeout or self.timeout, proxies=proxies, verify=self.verify
@@ -85,6 +86,17 @@ class Upstream:
 
     def close(self) -> None:
         self.adapter.close()
+
+
+def _proxies_for(origin: str) -> dict[str, str]:
+    """The outbound proxy for `origin` from HTTPS_PROXY/HTTP_PROXY/NO_PROXY; only HTTP proxies are supported."""
+    proxies = get_environ_proxies(origin)
+    for url in proxies.values():
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https"):
+            shown = f"{parts.scheme}://{parts.hostname}:{parts.port}"  # never the credentials
+            raise SettingsError(f"outbound proxy {shown}: only http:// and https:// proxies are supported")
+    return proxies
 
 
 def release(response: requests.Response) -> None:

@@ -75,3 +75,11 @@ def test_upstream_send_adds_no_header_of_its_own():
     assert sent.url == "https://api.example/v1/a%2Fb?x=%20"
     assert "Accept-Encoding" not in sent.headers and "Accept" not in sent.headers
     assert isinstance(response, requests.Response)
+
+
+def test_a_socks_proxy_is_refused_at_start_up(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://user:secret@127.0.0.1:1080")
+    settings = Settings.load({})
+    with pytest.raises(SettingsError, match="only http") as refused:
+        Upstream(settings, build_routes(settings).values())
+    assert "secret" not in str(refused.value)
