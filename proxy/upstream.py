@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_environ_proxies
+from requests.utils import get_environ_proxies, select_proxy
 from urllib3.util import SKIP_HEADER
 
 from .routes import Route
@@ -90,9 +90,10 @@ class Upstream:
 
 def _proxies_for(origin: str) -> dict[str, str]:
     """The outbound proxy for `origin` from HTTPS_PROXY/HTTP_PROXY/NO_PROXY; only HTTP proxies are supported."""
-    proxies = get_environ_proxies(origin)
-    for url in proxies.values():
-        parts = urlsplit(url)
+    proxies = get_environ_proxies(origin)  # also holds a "no" entry, from NO_PROXY
+    chosen = select_proxy(origin, proxies)
+    if chosen:
+        parts = urlsplit(chosen if "://" in chosen else f"http://{chosen}")
         if parts.scheme.lower() not in ("http", "https"):
             shown = f"{parts.scheme}://{parts.hostname}:{parts.port}"  # never the credentials
             raise SettingsError(f"outbound proxy {shown}: only http:// and https:// proxies are supported")

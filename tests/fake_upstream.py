@@ -366,6 +366,10 @@ class FakeUpstream:
         """The records whose path contains `path_part`, oldest first."""
         return [r for r in list(self.records) if path_part in r.path]
 
+    def tagged(self, tag: str) -> list[Record]:
+        """The records sent with header `x-fake-tag: <tag>`: for checking that nothing reached the upstream."""
+        return [r for r in list(self.records) if r.header("x-fake-tag") == tag]
+
     def by_tag(self, tag: str) -> Record:
         """The one record sent with header `x-fake-tag: <tag>`."""
         found = [r for r in list(self.records) if r.header("x-fake-tag") == tag]

@@ -44,13 +44,12 @@ def test_session_chat_behind_a_relay_key_uses_the_servers_key(keyed_relay, fake,
 
 
 def test_session_chat_with_a_wrong_relay_key_is_refused_in_its_own_shape(keyed_relay, fake):
-    before = len(fake.records)
-    response = SessionClient(keyed_relay.url, key=WRONG_KEY).chat(new_session_id(), "hi")
+    response = SessionClient(keyed_relay.url, key=WRONG_KEY).chat(new_session_id(), "hi", tag="wrong-relay-key")
     assert response.status_code == 401
     body = response.json()
     assert body["code"] == 401 and body["data"] is None and "relay key" in body["message"]
     assert WRONG_KEY not in body["message"]
-    assert len(fake.records) == before
+    assert fake.tagged("wrong-relay-key") == []
 
 
 def test_balance_behind_a_relay_key_is_the_servers_account(keyed_relay, billing, server_key):

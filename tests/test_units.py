@@ -78,8 +78,12 @@ def test_upstream_send_adds_no_header_of_its_own():
 
 
 def test_a_socks_proxy_is_refused_at_start_up(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
     monkeypatch.setenv("HTTPS_PROXY", "socks5://user:secret@127.0.0.1:1080")
     settings = Settings.load({})
     with pytest.raises(SettingsError, match="only http") as refused:
         Upstream(settings, build_routes(settings).values())
     assert "secret" not in str(refused.value)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")  # with NO_PROXY beside it: accepted
+    upstream = Upstream(settings, build_routes(settings).values())
+    assert upstream._proxies["https://api.openai.com"]["https"] == "http://127.0.0.1:3128"
