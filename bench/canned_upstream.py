@@ -18,6 +18,8 @@ import asyncio
 import json
 import re
 
+from tests.fake_upstream import new_event_loop
+
 BODY = json.dumps({
     "id": "chatcmpl-canned", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o-mini",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "echo: hello"}, "finish_reason": "stop"}],
@@ -89,20 +91,11 @@ class CannedProtocol(asyncio.Protocol):
         return 1
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-
-        return uvloop.new_event_loop()
-    except ImportError:
-        return asyncio.new_event_loop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Answer every request with a canned chat completion.")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    loop = _new_loop()
+    loop = new_event_loop()
     server = loop.run_until_complete(loop.create_server(CannedProtocol, "127.0.0.1", args.port, backlog=4096))
     print(server.sockets[0].getsockname()[1], flush=True)
     loop.run_forever()

@@ -386,7 +386,7 @@ class FakeUpstream:
         ready = threading.Event()
 
         def run() -> None:
-            self._loop = _new_loop()
+            self._loop = new_event_loop()
             self._loop.run_until_complete(self.serve())
             ready.set()
             self._loop.run_forever()
@@ -478,7 +478,8 @@ class FakeUpstream:
         await echo(req)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's when it is installed (the benchmark's servers must be fast), else asyncio's."""
     try:
         import uvloop
 
@@ -492,7 +493,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     fake = FakeUpstream(port=args.port, record=False)
-    loop = _new_loop()
+    loop = new_event_loop()
     loop.run_until_complete(fake.serve())
     print(fake.port, flush=True)
     loop.run_forever()

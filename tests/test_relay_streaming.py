@@ -10,6 +10,8 @@ import time
 import pytest
 import requests
 
+from tests.raw_http import open_stream
+
 CHAT = "/v1/chat/completions"
 
 
@@ -108,50 +110,31 @@ def raw_post(port: int, path: str, body: bytes, headers: dict[str, str], timeout
     return data
 
 
-def open_stream(port: int, headers: dict[str, str]) -> socket.socket:
-    """Start a stream on a raw socket and return it once the first event has arrived."""
-    body = json.dumps(stream_body()).encode()
-    head = f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(head.encode() + body)
-    received = b""
-    while b"data: " not in received:
-        piece = sock.recv(65536)
-        assert piece, "the relay closed before the first event"
-        received += piece
-    return sock
-
-
-def test_client_disconnect_closes_the_upstream(relay, fake):
-    """A client that leaves mid-stream: the relay hangs up on the upstream at its next write or heartbeat."""
-    headers = {"x-fake-chunks": "100", "x-fake-delay": "0.1", "x-fake-tag": "leaver"}
-    sock = open_stream(relay.port, headers)
+def seconds_until_the_relay_hangs_up(relay, fake, headers: dict[str, str], limit: float) -> float:
+    """Open a stream, leave after its first event, and time how long the upstream stays connected."""
+    sock, _ = open_stream(relay.port, CHAT, stream_body(), headers)
     sock.close()
     left_at = time.monotonic()
-    record = fake.by_tag("leaver")
-    deadline = left_at + 5
-    while record.client_closed_at is None and time.monotonic() < deadline:
+    record = fake.by_tag(headers["x-fake-tag"])
+    while record.client_closed_at is None and time.monotonic() < left_at + limit:
         time.sleep(0.05)
     assert record.client_closed_at is not None, "the relay kept reading from the upstream"
-    assert record.client_closed_at - left_at < 2.5
     assert not record.completed
     time.sleep(0.3)
     assert "Traceback" not in relay.log()
+    return record.client_closed_at - left_at
+
+
+def test_client_disconnect_closes_the_upstream(relay, fake):
+    """A client that leaves mid-stream: the relay hangs up on the upstream at its next write."""
+    headers = {"x-fake-chunks": "100", "x-fake-delay": "0.1", "x-fake-tag": "leaver"}
+    assert seconds_until_the_relay_hangs_up(relay, fake, headers, limit=5) < 2.5
 
 
 def test_client_disconnect_during_silence_is_noticed_at_the_heartbeat(relay, fake):
+    # The heartbeat is 1 s on this relay; the upstream would stay silent for 20 s.
     headers = {"x-fake-chunks": "3", "x-fake-pause": "20", "x-fake-tag": "silent-leaver"}
-    sock = open_stream(relay.port, headers)
-    sock.close()
-    left_at = time.monotonic()
-    record = fake.by_tag("silent-leaver")
-    while record.client_closed_at is None and time.monotonic() < left_at + 8:
-        time.sleep(0.05)
-    assert record.client_closed_at is not None
-    assert record.client_closed_at - left_at < 5  # heartbeat is 1 s here; the upstream would pause 20 s
-    time.sleep(0.3)
-    assert "Traceback" not in relay.log()
+    assert seconds_until_the_relay_hangs_up(relay, fake, headers, limit=8) < 5
 
 
 def test_200_concurrent_streams_all_complete(relay):

@@ -8,13 +8,13 @@ turn sent it, so the history a turn carried is checked where it arrives.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
+from tests.raw_http import open_stream
 from tests.relay_server import free_port
 from tests.session_client import (
     SessionClient,
@@ -326,29 +326,15 @@ def test_streamed_turn_is_relayed_as_it_arrives_and_recorded(client, main_relay,
     assert client.messages(sid) == turn_pairs("before", "stream me")
 
 
-def _start_stream_and_hang_up(url: str, body: dict, headers: dict[str, str]) -> bytes:
-    """A raw client that reads the first event of a stream and closes its connection."""
-    payload = json.dumps(body).encode()
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    port = int(url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"POST /pro/chat/completions HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {len(payload)}\r\n{head}\r\n".encode() + payload)
-        received = b""
-        while b"data: " not in received:
-            data = sock.recv(65536)
-            assert data, "the relay closed the stream before its first event"
-            received += data
-    return received
-
-
 def test_client_leaving_mid_stream_changes_nothing(client, main_relay, fake):
     sid = new_session_id()
     assert client.chat(sid, "kept").status_code == 200
     tag = f"{sid}-gone"
-    first = _start_stream_and_hang_up(
-        main_relay.url, {"apiKey": client.key, "sessionId": sid, "content": "abandoned", "stream": True},
+    sock, first = open_stream(
+        main_relay.port, "/pro/chat/completions",
+        {"apiKey": client.key, "sessionId": sid, "content": "abandoned", "stream": True},
         {"x-fake-chunks": "20", "x-fake-delay": "0.2", "x-fake-tag": tag})
+    sock.close()
     assert first.startswith(b"HTTP/1.1 200")
     wait_for(closed_by_relay(fake, tag), what="the relay closing the upstream stream")
     assert not fake.by_tag(tag).completed
