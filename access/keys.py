@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote_plus
 
@@ -63,14 +64,23 @@ def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+# What any API key looks like on the wire: visible ASCII, no spaces, of a sane length (it must fit in a header).
+KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of an `Authorization: Bearer <token>` value, or "" for any other scheme."""
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def presented(environ: Mapping[str, str]) -> dict[str, str]:
     """Every key the request carries, by place: `{"authorization": "...", "?key": "..."}`."""
     found: dict[str, str] = {}
     for place in HEADER_PLACES:
         value = environ.get("HTTP_" + place.upper().replace("-", "_"), "").strip()
         if place == "authorization":
-            scheme, _, value = value.partition(" ")
-            value = value.strip() if scheme.lower() == "bearer" else ""
+            value = bearer_token(value)
         if value:
             found[place] = value
     for name, value in query_items(environ.get("QUERY_STRING", "")):

@@ -7,15 +7,12 @@ The key is never logged.
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 
 from flask import Request
 
 import access
-
-# What any API key looks like on the wire: visible ASCII, no spaces, of a sane length.
-_KEY_SHAPE = re.compile(r"[\x21-\x7e]{1,512}")
+from access.keys import KEY_SHAPE, bearer_token
 
 NO_KEY = "No API key: pass it as ?apiKey=sk-... or in an Authorization: Bearer header."
 BAD_KEY = "The API key has characters no API key has (spaces, control or non-ASCII characters)."
@@ -35,8 +32,7 @@ def client_key(request: Request) -> str:
     """
     key = request.args.get("apiKey", "").strip()
     if not key:
-        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else ""
+        key = bearer_token(request.headers.get("Authorization", ""))
     return access.upstream_key(key)
 
 
@@ -44,7 +40,7 @@ def key_problem(key: str) -> str | None:
     """Why `key` cannot be used (missing, or it could not travel in a header), or None."""
     if not key:
         return NO_KEY
-    return None if _KEY_SHAPE.fullmatch(key) else BAD_KEY
+    return None if KEY_SHAPE.fullmatch(key) else BAD_KEY
 
 
 def key_kind(key: str) -> KeyKind:

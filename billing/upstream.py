@@ -18,8 +18,9 @@ from urllib.parse import urlencode
 import requests
 from flask import Request, current_app
 
+from proxy.errors import upstream_error_message
 from proxy.routes import Route
-from proxy.upstream import Upstream, UpstreamTimeout, UpstreamUnreachable, abort, release
+from proxy.upstream import Upstream, UpstreamBrokeOff, UpstreamTimeout, UpstreamUnreachable, read_whole
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 FORWARDED_HEADERS = ("OpenAI-Organization", "OpenAI-Project")  # select which organization's billing is read
@@ -65,7 +66,7 @@ class Answer:
 
         A refusal sent with a 2xx status (one-api and new-api answer some errors with 200) is a 502.
         """
-        words = _error_message(self.body)
+        words = upstream_error_message(self.body)
         message = words or f"The upstream answered the {what} query with HTTP {self.status}."
         if "session key" in message.lower():
             message = f"{message} {SESSION_KEY_HINT}"
@@ -103,56 +104,15 @@ class BillingUpstream:
         if not answer.ok:
             raise answer.failure(what)
         document = answer.json_object(what)
-        if "error" in document and _error_message(answer.body):
+        if "error" in document and upstream_error_message(answer.body):
             raise answer.failure(what)
         return document
 
     def _read_whole(self, response: requests.Response) -> Answer:
-        chunks: list[bytes] = []
-        size = 0
-        finished = False
         try:
-            for chunk in response.iter_content(64 * 1024):
-                size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    raise BillingError(502, f"The upstream sent a billing answer over {MAX_ANSWER_BYTES} bytes.")
-                chunks.append(chunk)
-            finished = True
-        except BillingError:
-            raise
-        except Exception as exc:  # requests/urllib3 errors while reading: dropped, timed out, bad framing
-            if _is_timeout(exc):
-                raise BillingError(504, f"The upstream {self.route.host} did not answer in time.") from None
-            raise BillingError(502, f"The upstream {self.route.host} broke off its answer.") from None
-        finally:
-            if finished:
-                release(response)
-            else:
-                abort(response)
-        return Answer(response.status_code, b"".join(chunks), response.headers.get("Content-Type", ""))
-
-
-def _error_message(body: bytes) -> str:
-    """The message of an error body (`{"error": {"message": ...}}`, `{"error": "..."}`, `{"message": ...}`)."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return ""
-    if not isinstance(document, dict):
-        return ""
-    error = document.get("error")
-    message = error.get("message") if isinstance(error, dict) else error
-    if not isinstance(message, str):
-        message = document.get("message")
-    return message.strip()[:1000] if isinstance(message, str) else ""
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, TimeoutError | requests.Timeout) or "timed out" in str(seen).lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+            body = read_whole(response, MAX_ANSWER_BYTES)
+        except UpstreamTimeout:
+            raise BillingError(504, f"The upstream {self.route.host} did not answer in time.") from None
+        except UpstreamBrokeOff as exc:
+            raise BillingError(502, f"The upstream {self.route.host} {exc}.") from None
+        return Answer(response.status_code, body, response.headers.get("Content-Type", ""))

@@ -25,6 +25,21 @@ def openai_error(status: int, message: str, code: str, headers: dict[str, str] |
     return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
 
 
+def upstream_error_message(body: bytes) -> str:
+    """The words of an upstream's error body (`{"error": {"message"}}`, `{"error": "..."}` or `{"message"}`), or ""."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return ""
+    if not isinstance(document, dict):
+        return ""
+    error = document.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str):
+        message = document.get("message")
+    return message.strip()[:1000] if isinstance(message, str) else ""
+
+
 def pro_reply(status: int, message: str, data: Any = None, headers: dict[str, str] | None = None) -> Response:
     """`{"code": status, "message", "data"}` with `status`, fields in that order."""
     body = json.dumps({"code": status, "message": message, "data": data}, ensure_ascii=False, sort_keys=False)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import requests
 
-from .upstream import abort, release, shut_down
+from .upstream import abort, shut_down
 
 READ_SIZE = 256 * 1024
 HEARTBEAT = b": keep-alive\n\n"
@@ -45,8 +45,8 @@ class OneLineDrops(logging.Filter):
 def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[bytes]:
     """Yield the upstream body as it arrives.
 
-    A body read to its end gives the connection back to the pool; one left
-    unfinished (upstream dropped, client gone: GeneratorExit) closes it.
+    urllib3 gives the connection back to the pool once the body is read to its end; one
+    left unfinished (upstream dropped, client gone: GeneratorExit) is closed here.
     """
     finished = False
     try:
@@ -57,9 +57,7 @@ def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[
                 yield chunk
         finished = True
     finally:
-        if finished:
-            release(response)
-        else:
+        if not finished:
             abort(response)
 
 

@@ -21,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_environ_proxies, select_proxy
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util import SKIP_HEADER
 
 from .routes import Route
@@ -35,6 +36,10 @@ class UpstreamUnreachable(Exception):
 
 class UpstreamTimeout(Exception):
     """The upstream did not connect or answer in time: the relay answers 504."""
+
+
+class UpstreamBrokeOff(Exception):
+    """The upstream's answer could not be read whole (dropped, or over the size limit): the relay answers 502."""
 
 
 class Upstream:
@@ -88,6 +93,27 @@ class Upstream:
         self.adapter.close()
 
 
+def read_whole(response: requests.Response, limit: int) -> bytes:
+    """A small answer (JSON, an error body) read whole and decoded; reaching its end returns the connection
+    to the pool (urllib3 does that), so only a failure needs closing.
+
+    Raises `UpstreamTimeout` when the upstream stops answering and `UpstreamBrokeOff` when
+    it breaks off or sends more than `limit` bytes; the connection is closed then.
+    """
+    try:
+        data = response.raw.read(limit + 1, decode_content=True)
+    except ReadTimeoutError:
+        abort(response)
+        raise UpstreamTimeout("the upstream stopped answering") from None
+    except Exception:  # urllib3 ProtocolError, a bad chunk, a reset connection
+        abort(response)
+        raise UpstreamBrokeOff("broke off its answer") from None
+    if len(data) > limit:
+        abort(response)
+        raise UpstreamBrokeOff(f"sent an answer larger than {limit} bytes")
+    return data
+
+
 def _proxies_for(origin: str) -> dict[str, str]:
     """The outbound proxy for `origin` from HTTPS_PROXY/HTTP_PROXY/NO_PROXY; only HTTP proxies are supported."""
     proxies = get_environ_proxies(origin)  # also holds a "no" entry, from NO_PROXY
@@ -98,11 +124,6 @@ def _proxies_for(origin: str) -> dict[str, str]:
             shown = f"{parts.scheme}://{parts.hostname}:{parts.port}"  # never the credentials
             raise SettingsError(f"outbound proxy {shown}: only http:// and https:// proxies are supported")
     return proxies
-
-
-def release(response: requests.Response) -> None:
-    """Give the connection of a fully read response back to its pool, for keep-alive."""
-    response.raw.release_conn()
 
 
 def shut_down(response: requests.Response) -> None:

@@ -9,19 +9,20 @@ on one session land one after the other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 
 import requests
 from flask import Response, current_app, request
-from urllib3.exceptions import ReadTimeoutError
 
+from proxy.errors import upstream_error_message
 from proxy.headers import request_headers
 from proxy.relay import client_response
 from proxy.routes import Route
 from proxy.settings import current_settings
-from proxy.upstream import UpstreamTimeout, UpstreamUnreachable, abort, release
+from proxy.upstream import UpstreamBrokeOff, UpstreamTimeout, UpstreamUnreachable, abort, read_whole
 
 from .credentials import Credentials
 from .events import ReplyCollector
@@ -142,31 +143,19 @@ def _ask_upstream(route: Route, turn: Turn, messages: list[dict[str, str]], key:
 
 def _read_all(upstream: requests.Response, host: str) -> bytes:
     try:
-        data = upstream.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True)
-    except ReadTimeoutError:
-        abort(upstream)
+        return read_whole(upstream, MAX_ANSWER_BYTES)
+    except UpstreamTimeout:
         raise Failure(504, f"The upstream {host} stopped answering.") from None
-    except Exception:
-        abort(upstream)
-        raise Failure(502, f"The upstream {host} broke off its answer.") from None
-    if len(data) > MAX_ANSWER_BYTES:
-        abort(upstream)
-        raise Failure(502, f"The upstream {host} sent an answer larger than {MAX_ANSWER_BYTES} bytes.")
-    release(upstream)
-    return data
+    except UpstreamBrokeOff as exc:
+        raise Failure(502, f"The upstream {host} {exc}.") from None
 
 
 def _refusal(upstream: requests.Response, host: str) -> Failure:
     """The upstream's status and its own error message (OpenAI shape), as a `Failure`."""
     status = upstream.status_code
     message = f"The upstream {host} answered {status}."
-    try:
-        error = json.loads(_read_all(upstream, host)).get("error")
-        text = error.get("message") if isinstance(error, dict) else error
-        if isinstance(text, str) and text.strip():
-            message = text.strip()[:2000]
-    except (Failure, ValueError, AttributeError):
-        pass  # no readable error body: the status says enough
+    with contextlib.suppress(Failure):  # no readable error body: the status says enough
+        message = upstream_error_message(_read_all(upstream, host)) or message
     headers = {name: upstream.headers[name] for name in ("Retry-After",) if name in upstream.headers}
     return Failure(status if status >= 400 else 502, message, headers)
 

@@ -10,7 +10,6 @@ since a server-side key rotates and is shared by every relay-key holder.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +17,9 @@ from typing import Any
 from flask import request
 
 import access
+from access.keys import KEY_SHAPE, bearer_token
 
 from .replies import Failure
-
-# Printable ASCII without spaces: what fits in an `Authorization` header and what API keys are made of.
-KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,512}")
 
 
 @dataclass(frozen=True)
@@ -38,11 +35,10 @@ def credentials(body: Mapping[str, Any]) -> Credentials:
     """The body's `apiKey`, else the `Authorization: Bearer` header; a 400 when there is none or it is malformed."""
     key = body.get("apiKey")
     if key is None:
-        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else None
+        key = bearer_token(request.headers.get("Authorization", "")) or None
     if not key:
         raise Failure(400, "An API key is required: send it as apiKey in the body or as 'Authorization: Bearer <key>'.")
-    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+    if not isinstance(key, str) or not KEY_SHAPE.fullmatch(key):
         raise Failure(400, "apiKey must be a string of 1 to 512 printable ASCII characters without spaces.")
     try:
         upstream_key = access.upstream_key(key)

@@ -15,6 +15,7 @@ with `x-fake-*` headers:
 | `x-fake-gzip: 1` | gzip a JSON answer when the client accepts it |
 | `x-fake-reply: text` | the assistant's reply (default: `echo: <last user message>`) |
 | `x-fake-size: N` | body size of `/audio/speech` and `/download` |
+| `x-fake-cut: drop` / `stall` | a JSON answer: send half its body, then drop the connection / go silent for 10 s |
 
 `FakeUpstream.refuse_key(key, 401)` makes it refuse every request that carries that key.
 
@@ -59,6 +60,7 @@ class Record:
     sha256: str = ""
     received_at: float = field(default_factory=time.monotonic)
     client_closed_at: float | None = None  # when the client hung up before the answer was complete
+    peer: tuple = ()  # the client's (address, port): two requests with one peer came over one connection
     completed: bool = False
 
     @property
@@ -118,6 +120,14 @@ class Request:
         if self.h("x-fake-gzip") == "1" and "gzip" in self.h("accept-encoding"):
             body = gzip.compress(body, mtime=0)
             headers.append(("Content-Encoding", "gzip"))
+        cut = self.h("x-fake-cut")
+        if cut:
+            await self.send(status, [*headers, ("Content-Length", str(len(body)))], body[: len(body) // 2])
+            if cut == "stall":
+                await self._sleep(10)
+            self.writer.transport.abort()
+            self.close_after = True
+            return
         await self.send(status, headers, body)
 
     async def stream(self, events: list[bytes], content_type: str = "text/event-stream") -> None:
@@ -414,7 +424,7 @@ class FakeUpstream:
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _version = lines[0].split(" ", 2)
                 headers = [tuple(p.strip() for p in line.split(":", 1)) for line in lines[1:] if ":" in line]
-                record = Record(method, target, headers)
+                record = Record(method, target, headers, peer=writer.get_extra_info("peername"))
                 if self.record:
                     self.records.append(record)
                 await self._read_body(reader, record)

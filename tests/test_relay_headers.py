@@ -111,3 +111,9 @@ def test_response_headers_reach_the_client(relay):
     assert response.headers["x-ratelimit-limit-requests"] == "500"
     assert response.headers["x-request-id"] == "req_fake"
     assert response.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_upstream_connections_are_kept_alive(relay, fake):
+    for tag in ("alive-1", "alive-2"):
+        requests.get(relay.url + "/v1/echo", headers={"x-fake-tag": tag, "Connection": "close"}, timeout=10)
+    assert fake.by_tag("alive-1").peer == fake.by_tag("alive-2").peer  # the relay's pool reused its connection
