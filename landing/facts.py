@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
+from access import Access
 from proxy.routes import Route
 from proxy.settings import Settings
-from proxy.trust import TrustedProxies
 
 # What each built-in prefix serves, by the credential group of its route.
 _KINDS = {"openai": "OpenAI API", "anthropic": "Anthropic API", "gemini": "Gemini API"}
@@ -37,11 +37,16 @@ class Facts:
 
 
 def gather(
-    settings: Settings, routes: Mapping[str, Route], endpoints: Iterable[str], environ: dict, version: str
+    settings: Settings,
+    access: Access,
+    routes: Mapping[str, Route],
+    endpoints: Iterable[str],
+    environ: dict,
+    version: str,
 ) -> Facts:
-    scheme, host = TrustedProxies.parse(settings.trusted_proxies).scheme_and_host(environ)
+    scheme, host = access.proxies.scheme_and_host(environ)
     base_url = f"{scheme}://{host}"
-    relay_key_required = any(key.strip() for key in settings.relay_keys.split(","))
+    relay_key_required = access.requires_relay_key
     return Facts(
         status="ok",
         version=version,

@@ -28,7 +28,8 @@ def landing():
         for rule in app.url_map.iter_rules()
         if rule.endpoint != "static" and not rule.endpoint.startswith(("relay_", "landing."))
     )
-    facts = gather(current_settings(), app.extensions["routes"], endpoints, request.environ, VERSION)
+    facts = gather(current_settings(), app.extensions["access"], app.extensions["routes"], endpoints, request.environ,
+                   VERSION)
     if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
         response = jsonify(facts.as_json())
     else:
