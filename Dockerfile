@@ -1,6 +1,6 @@
 # The relay as a container: the same `gunicorn app:app` as the Procfile, on $PORT (8000 by default).
 # docker build -t openai-relay . && docker run -p 8000:8000 openai-relay
-FROM python:3.11-slim
+FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
-
-T = TypeVar("T")
 
 MAX_PARALLEL = 12  # a 1000-day period is 10 usage windows, plus the subscription
 
 
-def in_parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
+def in_parallel[T](calls: Sequence[Callable[[], T]]) -> list[T]:
     """Run `calls` at once and return their results in order.
 
     All calls are waited for; if any failed, the exception of the first failed call
