@@ -90,7 +90,7 @@ def _handshake(
             sock.close()
             raise
         if not grant.refused(key, answer.status) or key is last:
-            return sock, answer, reader.take()
+            return sock, answer, reader.take() if answer.status == 101 else b""
         sock.close()  # refused before anything reached the client: try the next key
     raise AssertionError("unreachable")
 

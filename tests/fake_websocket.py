@@ -5,9 +5,9 @@ servers do. What it does depends on the path:
 
 | path ends with | session |
 | --- | --- |
-| `/realtime` | sends `session.created` at once; answers `session.update` and `response.create` as the Realtime API does |
+| `/realtime` | sends `session.created` at once; answers `session.update` and `response.create` |
 | `/responses` | answers each `response.create` with `response.created`, text deltas and `response.completed` |
-| `BidiGenerateContent` | Gemini Live: `setup` → `setupComplete`, `clientContent` → `serverContent` parts, `turnComplete` |
+| `BidiGenerateContent` | Gemini Live: `setup` → `setupComplete`; `clientContent` → `serverContent` parts |
 | anything else | echoes every message (text or binary); the text `close <code>` makes it close with that code |
 
 A handshake with `x-fake-ws-refuse: 403` is refused with that status and an OpenAI-shaped JSON body. Every
