@@ -16,10 +16,12 @@ connection is recorded (`FakeWebSocketUpstream.records`) with its handshake and 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -110,7 +112,8 @@ async def echo(ws: ServerConnection) -> None:
 
 
 class FakeWebSocketUpstream:
-    def __init__(self):
+    def __init__(self, record: bool = True):
+        self.record = record
         self.records: list[WSRecord] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -125,7 +128,8 @@ class FakeWebSocketUpstream:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         record = WSRecord(request.path, list(request.headers.raw_items()))
-        self.records.append(record)
+        if self.record:
+            self.records.append(record)
         connection.record = record  # type: ignore[attr-defined]
         refuse = request.headers.get("x-fake-ws-refuse")
         if refuse:
@@ -159,20 +163,21 @@ class FakeWebSocketUpstream:
         finally:
             record.closed_at = time.monotonic()
 
+    async def serve(self, port: int = 0, ready: Callable[[], None] = lambda: None) -> None:
+        """Serve until `stop()`; `ready` is called once the port is bound."""
+        self._stop = asyncio.get_running_loop().create_future()
+        async with serve(self._handler, "127.0.0.1", port, process_request=self._process_request,
+                         select_subprotocol=self._select_subprotocol, max_size=None, ping_interval=None) as server:
+            self.port = next(iter(server.sockets)).getsockname()[1]
+            ready()
+            await self._stop
+
     def start(self) -> FakeWebSocketUpstream:
         ready = threading.Event()
 
-        async def main() -> None:
-            self._stop = asyncio.get_running_loop().create_future()
-            async with serve(self._handler, "127.0.0.1", 0, process_request=self._process_request,
-                             select_subprotocol=self._select_subprotocol, max_size=None, ping_interval=None) as server:
-                self.port = next(iter(server.sockets)).getsockname()[1]
-                ready.set()
-                await self._stop
-
         def run() -> None:
             self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(main())
+            self._loop.run_until_complete(self.serve(ready=ready.set))
 
         threading.Thread(target=run, name="fake-websocket-upstream", daemon=True).start()
         if not ready.wait(10):
@@ -182,3 +187,16 @@ class FakeWebSocketUpstream:
     def stop(self) -> None:
         if self._loop and self._stop:
             self._loop.call_soon_threadsafe(self._stop.set_result, None)
+
+
+def main() -> None:
+    """Run it as a process for the benchmark: it prints its port once bound, and records nothing."""
+    parser = argparse.ArgumentParser(description="Run the fake WebSocket upstream on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    fake = FakeWebSocketUpstream(record=False)
+    asyncio.run(fake.serve(args.port, ready=lambda: print(fake.port, flush=True)))
+
+
+if __name__ == "__main__":
+    main()
