@@ -29,6 +29,7 @@ from tests.access_secrets import make_key
 from tests.fake_upstream import Request
 from tests.fake_websocket import FakeWebSocketUpstream, WSRecord
 from tests.relay_server import free_port
+from tests.test_deploy_proxy import ForwardProxy, TLSFront, certificate  # noqa: F401 (a fixture)
 
 TIMEOUT = 20  # seconds any socket or wait here may take: every loop ends
 
@@ -427,3 +428,22 @@ def test_realtime_webrtc_and_client_secret_calls_pass_byte_for_byte(relay, fake)
                       headers={"Authorization": f"Bearer {OWN_KEY}", "Content-Type": "application/json",
                                "x-fake-tag": "client-secret"})
     assert r.status_code == 200 and fake.by_tag("client-secret").body == body
+
+
+def test_wss_upstream_through_the_outbound_proxy_tunnel(start_relay, fake_ws, certificate):  # noqa: F811
+    """`HTTPS_PROXY`: the WebSocket goes through a CONNECT tunnel, TLS checked with `REQUESTS_CA_BUNDLE`."""
+    front = TLSFront(*certificate, target_port=fake_ws.port).start()
+    proxy = ForwardProxy().start()
+    try:
+        relay = start_relay(UPSTREAM_URL=f"https://localhost:{front.port}", REQUESTS_CA_BUNDLE=str(certificate[0]),
+                            HTTPS_PROXY=proxy.url("relay:proxy-secret"), NO_PROXY="", no_proxy="")
+        with connect(ws_url(relay, "/v1/echo?tag=tunnel"), open_timeout=TIMEOUT) as ws:
+            ws.send("through the tunnel")
+            assert ws.recv(TIMEOUT) == "through the tunnel"
+        assert [(s.method, s.target) for s in proxy.seen] == [("CONNECT", f"localhost:{front.port}")]
+        credentials = base64.b64encode(b"relay:proxy-secret").decode()
+        assert proxy.seen[0].headers["Proxy-Authorization"] == f"Basic {credentials}"
+        assert tagged(fake_ws, "tag=tunnel").header("host") == f"localhost:{front.port}"
+    finally:
+        proxy.stop()
+        front.stop()
