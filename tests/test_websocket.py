@@ -250,9 +250,12 @@ def test_one_mebibyte_messages_both_ways(open_relay):
             assert ws.recv(TIMEOUT) == message
         ws.send("a" * (1 << 20))
         assert ws.recv(TIMEOUT) == "a" * (1 << 20)
-    wait_for(lambda: "/v1/echo 101" in open_relay.log())
-    line = re.findall(r"GET /v1/echo 101 \d+ms (\d+)B down (\d+)B up websocket", open_relay.log())
-    assert any(int(down) > 3 << 20 and int(up) > 3 << 20 for down, up in line)
+
+    def logged() -> bool:  # the access line is written once the relay has closed both sides
+        lines = re.findall(r"GET /v1/echo 101 \d+ms (\d+)B down (\d+)B up websocket", open_relay.log())
+        return any(int(down) > 3 << 20 and int(up) > 3 << 20 for down, up in lines)
+
+    wait_for(logged, 10)
 
 
 def test_an_idle_websocket_is_cut_at_the_limit(start_relay, fake_ws):
