@@ -17,12 +17,14 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
+from packaging.requirements import Requirement
 
 from proxy.settings import Settings
 from proxy.trust import TrustedProxies
@@ -110,6 +112,38 @@ def host_environ(extra: dict[str, str]) -> dict[str, str]:
     env.pop("HOST", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env | extra
+
+
+# -- requirements.txt and pyproject.toml: one list of runtime packages ----------------------------------------------
+
+
+def requirement_lines(text: str) -> list[Requirement]:
+    lines = (line.partition("#")[0].strip() for line in text.splitlines())
+    return [Requirement(line) for line in lines if line]
+
+
+def test_requirements_txt_lists_exactly_pyprojects_dependencies_and_server_extra():
+    """Vercel installs pyproject.toml's `dependencies`; every other host installs requirements.txt."""
+    project = tomllib.loads(read("pyproject.toml"))["project"]
+    declared = [Requirement(item) for item in project["dependencies"] + project["optional-dependencies"]["server"]]
+    listed = requirement_lines(read("requirements.txt"))
+
+    def key(requirement: Requirement) -> tuple:
+        return requirement.name.lower(), tuple(sorted(requirement.extras)), str(requirement.specifier)
+
+    assert sorted(map(key, listed)) == sorted(map(key, declared))
+    assert all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in declared)  # pinned
+    assert {r.name for r in requirement_lines("\n".join(project["optional-dependencies"]["server"]))} == {
+        "gunicorn", "gevent"}
+
+
+def test_app_imports_without_gevent_or_gunicorn():
+    """On Vercel neither is installed: nothing the app imports may need them."""
+    code = ("import sys; sys.modules['gevent'] = sys.modules['gunicorn'] = None; import app; "
+            "assert not any(m.startswith(('gevent', 'gunicorn')) for m in sys.modules if sys.modules[m])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean_environ(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 # -- Procfile, app.json, .python-version (Heroku) ------------------------------------------------------------------
@@ -225,7 +259,7 @@ def test_render_yaml_starts_like_the_procfile_checks_health_and_prompts_for_secr
 
 def test_dockerfile_is_slim_non_root_and_runs_the_procfile_command_on_port():
     (base,) = docker("FROM")
-    assert re.fullmatch(r"python:3\.11-slim(@sha256:[0-9a-f]+)?", base)
+    assert re.fullmatch(r"python:3\.12-slim(@sha256:[0-9a-f]+)?", base)
     assert base.split(":")[1].startswith(read(".python-version").strip())
     assert json.loads(docker("CMD")[-1]) == procfile_web().split()
     instructions = [name for name, _ in dockerfile()]
