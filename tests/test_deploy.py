@@ -7,6 +7,7 @@ command is run from a copy of the build context that its `.dockerignore` leaves.
 from __future__ import annotations
 
 import ast
+import base64
 import fnmatch
 import json
 import os
@@ -254,6 +255,17 @@ def test_render_yaml_starts_like_the_procfile_checks_health_and_prompts_for_secr
     TrustedProxies.parse(values["TRUSTED_PROXIES"])
 
 
+def test_a_key_like_renders_generated_one_needs_url_encoding_in_the_query(start_relay):
+    """Render's `generateValue` is base64 of 256 random bits: `+`, `/` and `=` (what the README tells owners)."""
+    key = base64.b64encode(b"\xfb\xef\xbe\xff\xff\xff" + secrets.token_bytes(26)).decode()
+    assert len(key) == 44 and {"+", "/", "="} <= set(key)
+    relay = start_relay(RELAY_KEYS=key)
+    models = relay.url + "/v1/models"
+    assert requests.get(models, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
+    assert requests.get(models, params={"key": key}, timeout=10).status_code == 200  # encoded: %2B %2F %3D
+    assert requests.get(f"{models}?key={key}", timeout=10).status_code == 401  # as typed: `+` reads as a space
+
+
 # -- Dockerfile, .dockerignore, docker-compose.yml -----------------------------------------------------------------
 
 
@@ -264,7 +276,10 @@ def test_dockerfile_is_slim_non_root_and_runs_the_procfile_command_on_port():
     assert json.loads(docker("CMD")[-1]) == procfile_web().split()
     instructions = [name for name, _ in dockerfile()]
     assert "USER" in instructions and instructions.index("USER") < instructions.index("CMD")
-    assert docker("USER")[-1] not in ("root", "0")
+    # Numeric and not root: Kubernetes' `runAsNonRoot` (Sealos and others) can only verify a numeric user.
+    user = docker("USER")[-1]
+    assert user.isdigit() and int(user) != 0
+    assert any(f"--uid {user} " in args for args in docker("RUN"))  # the user exists, with a home
     port = docker_env()["PORT"]
     assert docker("EXPOSE") == [port]
     (healthcheck,) = docker("HEALTHCHECK")
