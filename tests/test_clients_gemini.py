@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import time
 
 import pytest
@@ -83,3 +84,21 @@ def test_a_resumable_upload_goes_through_the_relay(relay, fake):
         "/gemini-upstream/upload/v1beta/files?upload_id=fake-upload-1&upload_protocol=resumable"
     ]
     assert finish[0].header("x-goog-upload-command") == "upload, finalize"
+
+
+def litellm_stream_text(base_url: str, tag: str) -> str:
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # the bundled model list: no download at import
+    import litellm
+
+    stream = litellm.completion(model="gemini/gemini-2.5-flash", messages=[{"role": "user", "content": PROMPT}],
+                                stream=True, api_key="gm-test-key", api_base=base_url, timeout=30,
+                                extra_headers=silent_stream_headers(tag))
+    return "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+
+
+def test_litellm_gemini_provider_reads_a_silent_stream_whole(relay, fake, relay_with_gemini_heartbeat):
+    assert litellm_stream_text(relay.url + "/gemini", "litellm-default") == f"echo: {PROMPT}"
+    assert fake.by_tag("litellm-default").path == "/gemini-upstream/models/gemini-2.5-flash:streamGenerateContent"
+    # With a heartbeat, LiteLLM's parser ends the stream after the first chunk, silently: what the default avoids.
+    cut = litellm_stream_text(relay_with_gemini_heartbeat.url + "/gemini-beat", "litellm-beat")
+    assert cut != f"echo: {PROMPT}" and f"echo: {PROMPT}".startswith(cut)
