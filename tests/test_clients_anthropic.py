@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 
 import anthropic
 import pytest
@@ -51,16 +50,6 @@ def credentials(record) -> set[str]:
     return {record.header("x-api-key"), (record.header("authorization") or "").removeprefix("Bearer ")} - {None, ""}
 
 
-def logged(relay, line: str, wait: float = 5.0) -> bool:
-    """Whether the relay's access log has `line` (written when the response is closed, after the client read it)."""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if line in relay.log():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.parametrize("mode", ["pass-through", "relay-key"])
 def test_batch_results_are_served_through_the_relay(passthrough, relay_keyed, fake, mode):
     relay, key = (passthrough, CLIENT_KEY) if mode == "pass-through" else (relay_keyed, RELAY_KEY)
@@ -82,7 +71,7 @@ def test_batch_results_are_served_through_the_relay(passthrough, relay_keyed, fa
         ("req-1", f"result 1 of {BATCH}"), ("req-2", f"result 2 of {BATCH}")]
     fetched = fake.find(f"/messages/batches/{BATCH}/results")[before:]
     assert [r.path for r in fetched] == [f"/anthropic-upstream/v1/messages/batches/{BATCH}/results"]
-    assert logged(relay, f"GET {RESULTS} 200")  # the SDK called the relay, which called the upstream
+    assert relay.logged(f"GET {RESULTS} 200")  # the SDK called the relay, which called the upstream
     # The upstream saw only the key it should: the client's own, or the server's in place of the relay key.
     assert credentials(fetched[0]) == {CLIENT_KEY if mode == "pass-through" else SERVER_KEY}
     assert not any(RELAY_KEY in value for r in fake.records for _, value in r.headers)

@@ -73,6 +73,8 @@ def test_the_same_stream_with_a_heartbeat_breaks_the_sdk(relay_with_gemini_heart
 def test_a_resumable_upload_goes_through_the_relay(relay, fake):
     """The upload URL the upstream hands out is relocated under the relay's /gemini, where the SDK sends the bytes."""
     content = bytes(range(256)) * 1000
+    line = "POST /gemini/upload/v1beta/files 200"
+    before = relay.log().count(line)
     client = gemini(relay.url + "/gemini", "v1beta", {"x-fake-tag": "gemini-upload"})
     uploaded = client.files.upload(file=io.BytesIO(content), config={"mime_type": "text/plain"})
     assert uploaded.name == "files/fake-file-1"
@@ -84,6 +86,7 @@ def test_a_resumable_upload_goes_through_the_relay(relay, fake):
         "/gemini-upstream/upload/v1beta/files?upload_id=fake-upload-1&upload_protocol=resumable"
     ]
     assert finish[0].header("x-goog-upload-command") == "upload, finalize"
+    assert relay.logged(line, times=before + 2)  # start and finish both went through the relay
 
 
 def litellm_stream_text(base_url: str, tag: str) -> str:
