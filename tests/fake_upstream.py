@@ -23,7 +23,10 @@ Every request is recorded (`FakeUpstream.records`), with whether and when the
 client closed the connection early. Routes are matched on the path's end, so
 `/v1/chat/completions` and `/openai/v1/chat/completions` reach the same handler;
 any unknown path answers with an echo of the request. More handlers can be
-added with `FakeUpstream.route(suffix)`.
+added with `FakeUpstream.route(suffix)`. Besides OpenAI's endpoints it serves Gemini's
+`:streamGenerateContent` / `:generateContent` and resumable `upload/v1beta/files`,
+Anthropic-on-Vertex `:rawPredict`, and Anthropic's `messages/batches` (whose
+`results_url` is absolute, at this server, as the real API's is).
 """
 
 from __future__ import annotations
