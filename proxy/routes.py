@@ -63,6 +63,9 @@ def build_routes(settings: Settings) -> dict[str, Route]:
     return routes
 
 
+_SWITCH = {"on": True, "1": True, "true": True, "yes": True, "off": False, "0": False, "false": False, "no": False}
+
+
 def _heartbeat_option(options: list[str], prefix: str, default: bool) -> bool:
     """A ROUTES entry's `;heartbeat=on|off` (the only option so far), or `default`."""
     heartbeat = default
@@ -72,9 +75,6 @@ def _heartbeat_option(options: list[str], prefix: str, default: bool) -> bool:
             raise SettingsError(f"ROUTES[{prefix}]: unknown option {option!r}; the one option is 'heartbeat=on|off'")
         heartbeat = _SWITCH[value.strip().lower()]
     return heartbeat
-
-
-_SWITCH = {"on": True, "1": True, "true": True, "yes": True, "off": False, "0": False, "false": False, "no": False}
 
 
 def _is_google(base: str) -> bool:

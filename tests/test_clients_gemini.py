@@ -62,6 +62,13 @@ def relay_with_gemini_heartbeat(start_relay, fake):
     return start_relay(SSE_HEARTBEAT="1", ROUTES=f"gemini-beat={fake.url}/gemini-upstream;heartbeat=on")
 
 
+def test_a_bad_routes_option_stops_the_start_with_a_clear_message(start_relay, fake):
+    with pytest.raises(RuntimeError, match="relay exited with") as refused:
+        start_relay(ROUTES=f"gem={fake.url}/gemini-upstream;heartbeat=sometimes")
+    message = "ROUTES[gem]: unknown option 'heartbeat=sometimes'; the one option is 'heartbeat=on|off'"
+    assert message in str(refused.value)
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_the_same_stream_with_a_heartbeat_breaks_the_sdk(relay_with_gemini_heartbeat, mode):
     """What the default prevents: the SDK parses `: keep-alive` as JSON and the stream dies."""
