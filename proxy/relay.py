@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 import requests
@@ -9,10 +10,19 @@ from flask import Response, current_app, g, request
 
 from .errors import openai_error
 from .headers import request_headers, response_headers
+from .public_urls import Relocation, relocation_for
 from .routes import Route, upstream_url
 from .settings import current_settings
 from .streaming import relay_body
-from .upstream import UPLOAD_BLOCK, Upstream, UpstreamTimeout, UpstreamUnreachable, abort
+from .upstream import (
+    UPLOAD_BLOCK,
+    Upstream,
+    UpstreamBrokeOff,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    abort,
+    read_whole,
+)
 
 if TYPE_CHECKING:  # access/ imports proxy/: the app's Access is found through current_app
     from access import Access, Grant
@@ -20,6 +30,9 @@ if TYPE_CHECKING:  # access/ imports proxy/: the app's Access is found through c
 # Request bodies up to this size are kept in memory when the route has several upstream keys, so that the
 # request can go out again on the next key if the upstream refuses one; larger bodies are streamed, sent once.
 REPLAY_LIMIT = 1024 * 1024
+# Answers the relay changes (proxy/public_urls.py) are read whole, decoded, up to this size: one announced
+# larger passes unchanged, one found larger on the way is a 502 (batch objects and lists are far smaller).
+CHANGED_BODY_LIMIT = 8 * 1024 * 1024
 
 
 class RelayResponse(Response):
@@ -99,7 +112,8 @@ def relay(route: Route) -> Response:
         return openai_error(504, f"The upstream {route.host} did not answer in time.", "upstream_timeout")
     except UpstreamUnreachable:
         return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
-    return client_response(upstream, settings.sse_heartbeat)
+    relocation = relocation_for(route, path, request.environ, access_control().proxies)
+    return client_response(upstream, route.heartbeat, relocation)
 
 
 def send_with_keys(
@@ -123,9 +137,11 @@ def send_with_keys(
     return upstream
 
 
-def client_response(upstream: requests.Response, heartbeat: float) -> Response:
-    """The upstream's status, headers and body, as they arrive."""
+def client_response(upstream: requests.Response, heartbeat: float, relocation: Relocation | None = None) -> Response:
+    """The upstream's status, headers and body, as they arrive; upstream URLs in them relocated to the relay."""
     headers = response_headers(upstream.raw.headers.items())
+    if relocation is not None:
+        headers = relocation.headers(headers)
     if request.method == "HEAD" or upstream.status_code in (204, 304):
         upstream.raw.read()
         upstream.close()
@@ -136,8 +152,31 @@ def client_response(upstream: requests.Response, heartbeat: float) -> Response:
             headers.append(("Cache-Control", "no-cache"))
     else:
         heartbeat = 0
+    # The one point where an answer is read whole and changed: small JSON bodies only (see proxy/public_urls.py).
+    if relocation is not None and relocation.body_field and _small_json(upstream):
+        return _changed_body(upstream, headers, relocation.body)
     body = relay_body(upstream, heartbeat)
     return RelayResponse(body, status=upstream.status_code, headers=headers, direct_passthrough=True)
+
+
+def _small_json(upstream: requests.Response) -> bool:
+    length = upstream.headers.get("Content-Length", "")
+    is_json = upstream.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
+    return is_json and (not length or (length.isdigit() and int(length) <= CHANGED_BODY_LIMIT))
+
+
+def _changed_body(upstream: requests.Response, headers: list[tuple[str, str]],
+                  change: Callable[[bytes], bytes]) -> Response:
+    """The upstream's JSON read whole (gzip decoded, so no `Content-Encoding`), changed, with its new length."""
+    try:
+        body = change(read_whole(upstream, CHANGED_BODY_LIMIT))
+    except UpstreamTimeout:
+        return openai_error(504, "The upstream stopped answering.", "upstream_timeout")
+    except UpstreamBrokeOff as exc:
+        return openai_error(502, f"The upstream {exc}.", "upstream_broke_off")
+    kept = [(name, value) for name, value in headers if name.lower() not in ("content-length", "content-encoding")]
+    kept.append(("Content-Length", str(len(body))))
+    return RelayResponse([body], status=upstream.status_code, headers=kept)
 
 
 def _too_large(limit: int) -> Response:
