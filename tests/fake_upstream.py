@@ -341,7 +341,18 @@ def gemini_chunk(req: Request, text: str, usage: dict | None, final: bool) -> di
     return chunk if usage is None or req.h("x-fake-usage") == "none" else {**chunk, "usageMetadata": usage}
 
 
+def gemini_request(req: Request) -> bool:
+    """A Gemini generation request (a body with `contents`); anything else at these paths is echoed."""
+    try:
+        return "contents" in req.record.json()
+    except ValueError:
+        return False
+
+
 async def gemini_generate(req: Request) -> None:
+    if not gemini_request(req):
+        await echo(req)
+        return
     reply = req.h("x-fake-reply") or "echo: gemini"
     await req.json(gemini_chunk(req, reply, USAGE["gemini"], True))
 
@@ -350,6 +361,9 @@ async def gemini_stream(req: Request) -> None:
     """streamGenerateContent: SSE with `alt=sse` (events end with CRLF CRLF, as Google's do), else a JSON array.
 
     Every chunk carries the running usageMetadata, the last one the final figures."""
+    if not gemini_request(req):
+        await echo(req)
+        return
     pieces = split_reply(req.h("x-fake-reply") or "echo: gemini", int(req.h("x-fake-chunks", "3")))
     final = USAGE["gemini"]
     chunks = []
