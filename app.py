@@ -23,6 +23,7 @@ from proxy.settings import Settings
 from proxy.streaming import OneLineDrops
 from proxy.upstream import Upstream
 from sessions import bp as sessions_bp
+from usage import install as install_usage
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -81,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         return _error(500, "The relay failed to handle this request.", "relay_error")
 
     app.wsgi_app = AccessLog(app.wsgi_app)
+    install_usage(app, settings)  # usage/: /pro/usage, budgets, /metrics (wraps wsgi_app when METRICS=1)
     return app
 
 

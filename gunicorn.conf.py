@@ -49,3 +49,26 @@ def on_starting(server) -> None:
 
 def on_reload(server) -> None:  # a reload (SIGHUP) reads GUNICORN_CMD_ARGS again
     _keep_private(server)
+
+
+# Prometheus metrics (METRICS=1, usage/metrics.py): several workers add up their figures through files in
+# PROMETHEUS_MULTIPROC_DIR, which must be set before a worker imports prometheus-client: a fresh directory is
+# made here unless the deployment names one (then its stale *.db files are removed at start-up).
+if os.environ.get("METRICS", "").strip().lower() in ("1", "true", "yes", "on"):
+    import glob
+    import tempfile
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+        for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+            os.remove(stale)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
+
+
+def child_exit(server, worker):
+    """A worker has ended: forget its live gauges (open streams), as prometheus-client's multiprocess mode asks."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from proxy.routes import Route
 from proxy.settings import Settings, SettingsError
 from proxy.trust import TrustedProxies
+from usage.metrics import refusals
 
 from .keys import PLACES, RelayKeys, fingerprint, place_key, presented, remove_keys, split_list
 from .paths import AllowedPaths
@@ -55,6 +56,7 @@ class Grant:
     group: str
     ring: KeyRing | None  # the route's upstream keys; None: the client's credential goes upstream
     remove: frozenset[str]  # places (keys.PLACES) to clear before the request goes upstream
+    label: str | None = None  # usage/: the relay key's label (access/labels.py); None in pass-through mode
 
     def strip(self, url: str, headers: dict[str, str]) -> str:
         """Remove the client's keys that must not go upstream from `headers` (in place); return the URL."""
@@ -112,7 +114,7 @@ class Access:
                 f"{'that key' if len(rings) == 1 else 'those keys'}. Set RELAY_KEYS to the tokens you hand out "
                 "to your users, or ALLOW_OPEN_RELAY=1 if you really mean to serve everyone."
             )
-        if any(len(key) < SHORT_RELAY_KEY for key in split_list(settings.relay_keys)):
+        if any(len(item.partition(":")[2] or item) < SHORT_RELAY_KEY for item in split_list(settings.relay_keys)):
             log.warning("RELAY_KEYS holds a key shorter than %d characters: it can be guessed", SHORT_RELAY_KEY)
         limits = parse_limits(settings.rate_limit)
         counter = make_counter(settings.redis_url, limits, settings.redis_tls_verify)
@@ -156,7 +158,8 @@ class Access:
             else:
                 self._count(fingerprint(self.proxies.client_ip(environ), "ip"), "this address")
         ring = self.rings.get(group)
-        return Grant(group, ring, frozenset(PLACES) if ring else frozenset(relay_places))
+        label = self.relay_keys.label_of(relay_key) if relay_key is not None else None
+        return Grant(group, ring, frozenset(PLACES) if ring else frozenset(relay_places), label)
 
     def upstream_key(self, presented_key: str | None, group: str, environ: dict) -> str:
         """The key to send upstream for a client that presented `presented_key` (see `access.upstream_key`)."""
@@ -178,6 +181,7 @@ class Access:
     def _count(self, caller: str, who: str) -> None:
         verdict = self.counter.hit(caller, self.limits)
         if not verdict.allowed:
+            refusals.labels("rate_limit").inc()  # usage/metrics.py
             message = f"Rate limit of {verdict.limit} reached for {who}. Retry after {verdict.retry_after} s."
             raise AccessDenied(429, message, "rate_limit_exceeded", {"Retry-After": str(verdict.retry_after)})
 

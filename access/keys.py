@@ -13,7 +13,11 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
+
+if TYPE_CHECKING:
+    from .labels import LabelledKey
 
 # Each place a client may put a key: a header (lower case) or, for "?key", the query parameter `key`.
 HEADER_PLACES = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
@@ -38,14 +42,23 @@ def fingerprint(key: str, kind: str) -> str:
 
 
 class RelayKeys:
-    """The tokens from `RELAY_KEYS` that clients must present, held as digests only."""
+    """The tokens from `RELAY_KEYS` that clients must present, held as digests only, each with its label."""
 
-    def __init__(self, keys: Iterable[str]):
-        self._digests = tuple(digest(key) for key in keys)
+    def __init__(self, keys: Iterable[LabelledKey]):
+        keys = list(keys)
+        self._digests = tuple(digest(item.key) for item in keys)
+        self._labels = tuple(item.label for item in keys)
 
     @classmethod
     def parse(cls, value: str) -> RelayKeys:
-        return cls(key.strip() for key in value.split(",") if key.strip())
+        from .labels import parse_relay_keys  # labels.py uses this module's KEY_SHAPE
+
+        return cls(parse_relay_keys(value))
+
+    @property
+    def labels(self) -> list[str]:
+        """Every label, once each, in the order of `RELAY_KEYS`."""
+        return list(dict.fromkeys(self._labels))
 
     def __bool__(self) -> bool:
         return bool(self._digests)
@@ -60,6 +73,15 @@ class RelayKeys:
         for known in self._digests:
             found |= hmac.compare_digest(presented, known)
         return found
+
+    def label_of(self, candidate: str) -> str | None:
+        """The label of the relay key `candidate`, or None; like `matches`, in time independent of which one."""
+        presented = digest(candidate)
+        label = None
+        for known, name in zip(self._digests, self._labels, strict=True):
+            if hmac.compare_digest(presented, known):
+                label = name
+        return label
 
 
 def split_list(value: str) -> list[str]:

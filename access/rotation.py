@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from usage.metrics import key_rests
+
 log = logging.getLogger("relay.access")
 
 REFUSALS = (401, 429)  # upstream statuses that rest a key
@@ -57,6 +59,7 @@ class KeyRing:
         index = self.keys.index(key)
         with self._lock:
             self._resting_until[index] = self.clock() + self.cooldown
+        key_rests.labels(self.group).inc()  # usage/metrics.py
         # The key's position, never the key or any part of it.
         log.warning(
             "upstream key %d of %d for %s was refused with %d: resting it for %gs",

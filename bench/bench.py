@@ -2,6 +2,7 @@
 
     python bench/bench.py            # the full run, about a minute and a half
     python bench/bench.py --quick    # a smoke run, about 15 seconds
+    python bench/bench.py --usage    # the relay in relay-key mode with METRICS=1: usage read from every answer
 
 It starts the fake upstream (`tests/fake_upstream.py`) and the canned upstream
 (`bench/canned_upstream.py`, for the non-stream rows) as their own processes,
@@ -396,13 +397,15 @@ def conditions() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark the relay against a direct connection.")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (small counts, 1 s per load row)")
+    parser.add_argument("--usage", action="store_true",
+                        help="count usage: the bench's key becomes a labelled relay key, and METRICS=1")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if shutil.which("wrk") is None:
         parser.error("wrk is needed for the non-stream rows (Debian: apt-get install wrk)")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of sockets, inherited by the servers
-    print(f"conditions: {conditions()}", flush=True)
+    print(f"conditions: {conditions()}; usage counting {'on' if args.usage else 'off'}", flush=True)
     started = time.monotonic()
     rows: list[Row] = []
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
@@ -410,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         fake = start_upstream(stack, "tests.fake_upstream", log_dir)
         canned = start_upstream(stack, "bench.canned_upstream", log_dir)
         fake_ws = start_upstream(stack, "tests.fake_websocket", log_dir)
-        relay = RelayServer({"UPSTREAM_URL": fake, "ROUTES": f"canned={canned},ws={fake_ws}"}, log_dir / "relay.log")
+        env = {"UPSTREAM_URL": fake, "ROUTES": f"canned={canned},ws={fake_ws}"}
+        if args.usage:  # the clients' key, as a relay key: every answer's usage is read and counted
+            env |= {"RELAY_KEYS": f"bench:{clients.BENCH_KEY}", "METRICS": "1"}
+        relay = RelayServer(env, log_dir / "relay.log")
         stack.callback(relay.stop)
         relay.start()
         memory = WorkerMemory(relay.worker_pids()[0])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from tests.fake_upstream import PATTERN
 
 SENT_NS = re.compile(rb'"sent_ns": "?(\d+)')
+BENCH_KEY = "sk-bench-not-a-real-key"  # a client's key in pass-through mode; the relay key with --usage
 STREAM_BODY = json.dumps(
     {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "count to ten"}]}
 ).encode()
@@ -70,7 +71,7 @@ class Dechunker:
 def _stream_request(port: int, path: str, chunks: int, delay: float) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer sk-bench-not-a-real-key\r\nx-fake-chunks: {chunks}\r\nx-fake-delay: {delay}\r\n"
+        f"Authorization: Bearer {BENCH_KEY}\r\nx-fake-chunks: {chunks}\r\nx-fake-delay: {delay}\r\n"
         f"x-fake-reply: {'word ' * chunks}\r\nContent-Length: {len(STREAM_BODY)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + STREAM_BODY
@@ -182,6 +183,7 @@ def upload(port: int, path: str, size: int, timeout: float) -> tuple[float, dict
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         head = (
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/octet-stream\r\n"
+            f"Authorization: Bearer {BENCH_KEY}\r\n"
             f"Content-Length: {size}\r\nConnection: close\r\n\r\n"
         )
         started = time.perf_counter()
@@ -211,7 +213,8 @@ def download(port: int, path: str, timeout: float) -> tuple[float, int]:
     """GET a body of known length and throw it away; returns (seconds, bytes received)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         started = time.perf_counter()
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {BENCH_KEY}\r\n"
+                     "Connection: close\r\n\r\n".encode())
         status, headers, rest = _read_head(sock)
         if status != "200":
             raise RuntimeError(f"download answered {status}")

@@ -24,8 +24,9 @@ from .upstream import (
     read_whole,
 )
 
-if TYPE_CHECKING:  # access/ imports proxy/: the app's Access is found through current_app
+if TYPE_CHECKING:  # access/ and usage/ import proxy/: the app's Access and Usage are found through current_app
     from access import Access, Grant
+    from usage.meter import Usage
 
 # Request bodies up to this size are kept in memory when the route has several upstream keys, so that the
 # request can go out again on the next key if the upstream refuses one; larger bodies are streamed, sent once.
@@ -80,11 +81,16 @@ def access_control() -> Access:
     return current_app.extensions["access"]
 
 
+def usage_meter() -> Usage:
+    return current_app.extensions["usage"]
+
+
 def relay(route: Route) -> Response:
     """Forward the current request to `route`'s upstream and stream its answer back."""
     settings = current_settings()
     path, query = g.target  # already checked by the app's guard: a path trick never gets here
     grant = access_control().admit(request.environ, route.key_group)  # AccessDenied: 401 or 429
+    usage_meter().admit(grant, route)  # usage/: 429 over the key's token budget; counts the answer once sent
     headers = request_headers(request.environ, route.host)
     url = grant.strip(upstream_url(route, path, query), headers)
 

@@ -59,6 +59,13 @@ class Settings:
     trusted_proxies: str = ""
     allowed_paths: str = ""
 
+    # Usage, budgets and metrics (usage/)
+    admin_key: str = ""  # reads every key's usage at /pro/usage, and /metrics
+    key_budgets: str = ""  # "alice=2000000/month,bob=100000/day", tokens
+    count_usage: bool = True  # COUNT_USAGE=0: no usage is read from answers (no /pro/usage figures, no budgets)
+    usage_retention_days: int = 400
+    metrics: bool = False  # METRICS=1 serves Prometheus metrics at /metrics
+
     # Shared state: the URL of a Redis server, if any (REDIS_URL, else KV_URL).
     redis_url: str = ""
     redis_tls_verify: bool = True  # REDIS_TLS_VERIFY=0 for Heroku's self-signed rediss:// certificate

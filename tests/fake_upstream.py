@@ -16,6 +16,13 @@ with `x-fake-*` headers:
 | `x-fake-reply: text` | the assistant's reply (default: `echo: <last user message>`) |
 | `x-fake-size: N` | body size of `/audio/speech` and `/download` |
 | `x-fake-cut: drop` / `stall` | a JSON answer: send half its body, then drop the connection / go silent for 10 s |
+| `x-fake-usage: none` | answer without any usage figures (chat, Responses, Anthropic Messages, Gemini) |
+
+Answers carry usage in each API's real shape (`USAGE` below): OpenAI chat completions (the final
+chunk of a stream when `stream_options.include_usage`, `"usage":null` in the others), Responses
+(`response.completed`), embeddings, Anthropic Messages (`/v1/messages`: `message_start` and
+`message_delta` in a stream) and Gemini (`:generateContent`, `:streamGenerateContent`, SSE with
+`alt=sse`, else a JSON array).
 
 `FakeUpstream.refuse_key(key, 401)` makes it refuse every request that carries that key.
 
@@ -214,27 +221,50 @@ def last_user_message(messages: list) -> str:
     return ""
 
 
+# Each API's usage as its answers carry it (the figures the usage tests expect).
+USAGE = {
+    "chat": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+             "prompt_tokens_details": {"cached_tokens": 2, "audio_tokens": 0},
+             "completion_tokens_details": {"reasoning_tokens": 1, "audio_tokens": 0, "accepted_prediction_tokens": 0,
+                                           "rejected_prediction_tokens": 0}},
+    "responses": {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 3}, "output_tokens": 6,
+                  "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 18},
+    "embeddings": {"prompt_tokens": 3, "total_tokens": 3},
+    "anthropic": {"input_tokens": 20, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4,
+                  "output_tokens": 7, "service_tier": "standard"},
+    "gemini": {"promptTokenCount": 8, "candidatesTokenCount": 4, "totalTokenCount": 14, "thoughtsTokenCount": 2,
+               "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}]},
+}
+
+
+def with_usage(req: Request, answer: dict, name: str, field: str = "usage") -> dict:
+    """`answer` with the API's usage under `field`, unless the request said `x-fake-usage: none`."""
+    return answer if req.h("x-fake-usage") == "none" else {**answer, field: USAGE[name]}
+
+
 async def chat_completions(req: Request) -> None:
     payload = req.record.json() if req.record.body else {}
     model = payload.get("model", "gpt-4o-mini")
     reply = req.h("x-fake-reply") or f"echo: {last_user_message(payload.get('messages'))}"
-    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    usage = with_usage(req, {}, "chat").get("usage")
     if not payload.get("stream"):
-        await req.json({
+        await req.json(with_usage(req, {
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-            "usage": usage,
-        })
+        }, "chat"))
         return
     pieces = split_reply(reply, int(req.h("x-fake-chunks", "5")))
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
             "sent_ns": "__SENT_NS__"}
+    include_usage = (payload.get("stream_options") or {}).get("include_usage")
+    if include_usage:
+        base["usage"] = None  # as the API does: every chunk has "usage":null, the last one the figures
     events = []
     for index, piece in enumerate(pieces):
         delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
         finish = "stop" if index == len(pieces) - 1 else None
         events.append(sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
-    if (payload.get("stream_options") or {}).get("include_usage"):
+    if include_usage and usage:
         events.append(sse({**base, "choices": [], "usage": usage}))
     events.append(b"data: [DONE]\n\n")
     await req.stream(events)
@@ -248,12 +278,13 @@ async def responses(req: Request) -> None:
                 "model": payload.get("model", "gpt-4o-mini"), "output": [
                     {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
                      "content": [{"type": "output_text", "text": reply, "annotations": []}]}],
-                "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+                "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "usage": None}
+    response = with_usage(req, response, "responses")
     if not payload.get("stream"):
         await req.json(response)
         return
     events = [b"event: response.created\n" + sse({"type": "response.created", "sequence_number": 0,
-              "response": {**response, "status": "in_progress", "output": []}})]
+              "response": {**response, "status": "in_progress", "output": [], "usage": None}})]
     for index, piece in enumerate(split_reply(reply, int(req.h("x-fake-chunks", "5")))):
         events.append(b"event: response.output_text.delta\n" + sse({
             "type": "response.output_text.delta", "sequence_number": index + 1, "item_id": "msg_fake",
@@ -269,7 +300,87 @@ async def embeddings(req: Request) -> None:
     await req.json({"object": "list", "model": payload.get("model", "text-embedding-3-small"),
                     "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
                              for i in range(len(inputs))],
-                    "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+                    "usage": USAGE["embeddings"]})
+
+
+def named_sse(name: str, payload: dict) -> bytes:
+    return f"event: {name}\n".encode() + sse(payload)
+
+
+async def anthropic_messages(req: Request) -> None:
+    """Anthropic's Messages API: a message, or its event stream (usage in message_start and message_delta)."""
+    payload = req.record.json() if req.record.body else {}
+    model = payload.get("model", "claude-sonnet-4-5")
+    reply = req.h("x-fake-reply") or f"echo: {last_user_message(payload.get('messages'))}"
+    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+               "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn", "stop_sequence": None}
+    if not payload.get("stream"):
+        await req.json(with_usage(req, message, "anthropic"))
+        return
+    usage = with_usage(req, {}, "anthropic").get("usage")
+    start = {**message, "content": [], "stop_reason": None}
+    if usage:
+        start["usage"] = {**usage, "output_tokens": 1}
+    events = [named_sse("message_start", {"type": "message_start", "message": start}),
+              named_sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                                "content_block": {"type": "text", "text": ""}}),
+              named_sse("ping", {"type": "ping"})]
+    for piece in split_reply(reply, int(req.h("x-fake-chunks", "5"))):
+        events.append(named_sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                        "delta": {"type": "text_delta", "text": piece}}))
+    delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+    if usage:
+        delta["usage"] = {"output_tokens": usage["output_tokens"]}
+    events += [named_sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               named_sse("message_delta", delta), named_sse("message_stop", {"type": "message_stop"})]
+    await req.stream(events)
+
+
+def gemini_chunk(req: Request, text: str, usage: dict | None, final: bool) -> dict:
+    """One `GenerateContentResponse` as the Gemini API sends it, for the model named in the path."""
+    candidate = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if final:
+        candidate["finishReason"] = "STOP"
+    chunk = {"candidates": [candidate], "modelVersion": gemini_model(req), "responseId": "fake-gemini"}
+    return chunk if usage is None or req.h("x-fake-usage") == "none" else {**chunk, "usageMetadata": usage}
+
+
+def gemini_request(req: Request) -> bool:
+    """A Gemini generation request (a body with `contents`); anything else at these paths is echoed."""
+    try:
+        return "contents" in req.record.json()
+    except ValueError:
+        return False
+
+
+async def gemini_generate(req: Request) -> None:
+    if not gemini_request(req):
+        await echo(req)
+        return
+    await req.json(gemini_chunk(req, gemini_reply(req), USAGE["gemini"], True))
+
+
+async def gemini_stream(req: Request) -> None:
+    """streamGenerateContent: SSE with `alt=sse` (events end with CRLF CRLF, as Google's do), else a JSON array.
+
+    Every chunk carries the running usageMetadata, the last one the final figures."""
+    if not gemini_request(req):
+        await echo(req)
+        return
+    pieces = split_reply(gemini_reply(req), int(req.h("x-fake-chunks", "3")))
+    final = USAGE["gemini"]
+    chunks = []
+    for index, piece in enumerate(pieces):
+        last = index == len(pieces) - 1
+        running = final if last else {"promptTokenCount": final["promptTokenCount"], "candidatesTokenCount": index + 1,
+                                      "totalTokenCount": final["promptTokenCount"] + index + 1}
+        chunks.append(gemini_chunk(req, piece, running, last))
+    if "alt=sse" in req.record.query:
+        await req.stream([b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n" for chunk in chunks])
+    else:
+        parts = [b"[" + json.dumps(chunks[0], indent=2).encode()]
+        parts += [b",\r\n" + json.dumps(chunk, indent=2).encode() for chunk in chunks[1:]]
+        await req.stream([*parts, b"]"], content_type="application/json")
 
 
 MODELS = [{"id": "gpt-4o-mini", "object": "model", "created": 1700000000, "owned_by": "openai"},
@@ -345,33 +456,12 @@ def gemini_text(payload: dict) -> str:
     return ""
 
 
-def gemini_chunk(text: str, finished: bool, model: str) -> dict:
-    """One `GenerateContentResponse` as the Gemini API streams it."""
-    candidate: dict = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
-    if finished:
-        candidate["finishReason"] = "STOP"
-    return {"candidates": [candidate],
-            "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 3, "totalTokenCount": 7},
-            "modelVersion": model, "responseId": "fake-response-id"}
-
-
 def gemini_model(req: Request) -> str:
     return req.record.path.rpartition("/models/")[2].partition(":")[0] or "gemini-2.5-flash"
 
 
-async def gemini_stream(req: Request) -> None:
-    """`models/<m>:streamGenerateContent?alt=sse`: `data: {...}` events, CRLF-separated as Google sends them."""
-    reply = req.h("x-fake-reply") or f"echo: {gemini_text(req.record.json() if req.record.body else {})}"
-    pieces = split_reply(reply, int(req.h("x-fake-chunks", "3")))
-    model = gemini_model(req)
-    events = [b"data: " + json.dumps(gemini_chunk(piece, i == len(pieces) - 1, model)).encode() + b"\r\n\r\n"
-              for i, piece in enumerate(pieces)]
-    await req.stream(events)
-
-
-async def gemini_generate(req: Request) -> None:
-    reply = req.h("x-fake-reply") or f"echo: {gemini_text(req.record.json() if req.record.body else {})}"
-    await req.json(gemini_chunk(reply, True, gemini_model(req)))
+def gemini_reply(req: Request) -> str:
+    return req.h("x-fake-reply") or f"echo: {gemini_text(req.record.json())}"
 
 
 async def gemini_upload(req: Request) -> None:
@@ -453,6 +543,7 @@ class FakeUpstream:
                                 ("/embeddings", embeddings), ("/models", models),
                                 ("/upload/v1beta/files", gemini_upload), ("/files", files),
                                 ("/audio/speech", speech), ("/download", download), ("/upload", upload),
+                                ("/v1/messages", anthropic_messages),
                                 (":streamGenerateContent", gemini_stream), (":generateContent", gemini_generate),
                                 (":rawPredict", vertex_raw_predict)]:
             self.route(suffix, handler)

@@ -99,10 +99,10 @@ def test_one_limit_shared_by_two_relays_through_redis(start_relay, start_redis, 
         assert_limited(r, "4/hour", 3600)
         assert not reached_upstream(fake, name)
 
-    # Redis holds counters named by a hash: no key, no part of one.
+    # Redis holds counters named by a hash (rate limits) or a label (usage): no key, no part of one.
     client = redis.Redis.from_url(server.url)
     names = [name.decode() for name in client.keys("*")]
-    assert names and all(name.startswith("relay:ratelimit:") for name in names)
+    assert names and all(name.startswith(("relay:ratelimit:", "relay:usage:")) for name in names)
     dump = " ".join(names + [str(client.hgetall(name)) for name in names])
     for key in [SHARED_KEY, SHARED_UPSTREAM]:
         assert not any(telltale in dump for telltale in telltales(key))
