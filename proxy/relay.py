@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import requests
 from flask import Response, current_app, g, request
 
+from .body import BodyTooLarge, ClientBody, ClientBodyError, request_body
 from .errors import openai_error
 from .headers import request_headers, response_headers
+from .pace import ClientTooSlow
+from .replay import REPLAY_LIMIT, ReplayBudget
 from .routes import Route, upstream_url
 from .settings import current_settings
 from .streaming import relay_body
-from .upstream import UPLOAD_BLOCK, Upstream, UpstreamTimeout, UpstreamUnreachable, abort
+from .upstream import Upstream, UpstreamTimeout, UpstreamUnreachable, abort
 
 if TYPE_CHECKING:  # access/ imports proxy/: the app's Access is found through current_app
     from access import Access, Grant
-
-# Request bodies up to this size are kept in memory when the route has several upstream keys, so that the
-# request can go out again on the next key if the upstream refuses one; larger bodies are streamed, sent once.
-REPLAY_LIMIT = 1024 * 1024
 
 
 class RelayResponse(Response):
@@ -29,38 +28,12 @@ class RelayResponse(Response):
     automatically_set_content_length = False
 
 
-class BodyTooLarge(Exception):
-    """The client's body went over `MAX_BODY_BYTES`."""
-
-
-class ClientBodyError(Exception):
-    """The client's body could not be read (it went away or sent a broken chunk)."""
-
-
-class CappedBody:
-    """The client's body as a file-like object read on demand, never whole, capped at `limit` bytes."""
-
-    def __init__(self, stream: IO[bytes], limit: int):
-        self.stream = stream
-        self.limit = limit
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            data = self.stream.read(size if size and size > 0 else UPLOAD_BLOCK)
-        except Exception as exc:
-            raise ClientBodyError(str(exc)) from exc
-        self.count += len(data)
-        if self.count > self.limit:
-            raise BodyTooLarge()
-        return data
-
-    def read_all(self) -> bytes:
-        return b"".join(iter(self.read, b""))
-
-
 def upstream_pool() -> Upstream:
     return current_app.extensions["upstream"]
+
+
+def replay_budget() -> ReplayBudget:
+    return current_app.extensions["replay_budget"]
 
 
 def access_control() -> Access:
@@ -75,35 +48,39 @@ def relay(route: Route) -> Response:
     headers = request_headers(request.environ, route.host)
     url = grant.strip(upstream_url(route, path, query), headers)
 
-    body: CappedBody | None = None
+    body: ClientBody | None = None
     length = request.content_length
     if length is not None:
         if length > settings.max_body_bytes:
             return _too_large(settings.max_body_bytes)
         headers["Content-Length"] = str(length)
-        body = CappedBody(request.stream, settings.max_body_bytes) if length else None
-        if body is None:
-            headers["Content-Length"] = "0"
+        body = request_body(settings.max_body_bytes) if length else None
     elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        body = CappedBody(request.stream, settings.max_body_bytes)  # sent on chunked, as it arrives
+        body = request_body(settings.max_body_bytes)  # sent on chunked
 
+    replayable = body is not None and length is not None and length <= REPLAY_LIMIT and grant.may_retry
     try:
-        if body is not None and length is not None and length <= REPLAY_LIMIT and grant.may_retry:
-            body = body.read_all()
-        upstream = send_with_keys(route, grant, url, headers, body)
+        with replay_budget().hold(length if replayable else None) as held:  # held: read whole, sent again if refused
+            upstream = send_with_keys(route, grant, url, headers, body.read_all() if held else body)
     except BodyTooLarge:
         return _too_large(settings.max_body_bytes)
     except ClientBodyError:
         return openai_error(400, "The request body could not be read completely.", "incomplete_body")
+    except ClientTooSlow:
+        return openai_error(408, "The request body came too slowly; the connection is closed.", "client_timeout")
     except UpstreamTimeout:
         return openai_error(504, f"The upstream {route.host} did not answer in time.", "upstream_timeout")
     except UpstreamUnreachable:
         return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
+    if body is not None and not held and not body.complete:
+        abort(upstream)  # the upstream answered without the whole body: its connection cannot be reused
+        return openai_error(502, f"The upstream {route.host} answered before it had the whole request body.",
+                            "upstream_early_answer")
     return client_response(upstream, settings.sse_heartbeat)
 
 
 def send_with_keys(
-    route: Route, grant: Grant, url: str, headers: dict[str, str], body: bytes | CappedBody | None
+    route: Route, grant: Grant, url: str, headers: dict[str, str], body: bytes | ClientBody | None
 ) -> requests.Response:
     """Send the request with each upstream key in turn while the upstream refuses the key (401, 429).
 
@@ -115,7 +92,7 @@ def send_with_keys(
     *first, last = grant.attempts()
     for key in first:
         upstream = send(key)
-        if not grant.refused(key, upstream.status_code) or isinstance(body, CappedBody):
+        if not grant.refused(key, upstream.status_code) or isinstance(body, ClientBody):
             return upstream
         abort(upstream)  # refused before any byte went to the client: try the next key
     upstream = send(last)

@@ -16,6 +16,7 @@ with `x-fake-*` headers:
 | `x-fake-reply: text` | the assistant's reply (default: `echo: <last user message>`) |
 | `x-fake-size: N` | body size of `/audio/speech` and `/download` |
 | `x-fake-cut: drop` / `stall` | a JSON answer: send half its body, then drop the connection / go silent for 10 s |
+| `x-fake-early: 1` | answer before reading the request body, then read it and keep the connection (legal in HTTP/1.1) |
 
 `FakeUpstream.refuse_key(key, 401)` makes it refuse every request that carries that key.
 
@@ -427,9 +428,13 @@ class FakeUpstream:
                 record = Record(method, target, headers, peer=writer.get_extra_info("peername"))
                 if self.record:
                     self.records.append(record)
-                await self._read_body(reader, record)
                 req = Request(record, reader, writer)
-                await self._dispatch(req)
+                if record.header("x-fake-early") == "1":  # whatever follows the declared body is the next request
+                    await self._dispatch(req)
+                    await self._read_body(reader, record)
+                else:
+                    await self._read_body(reader, record)
+                    await self._dispatch(req)
                 record.completed = record.client_closed_at is None
                 if req.close_after or (record.header("connection") or "").lower() == "close":
                     break
