@@ -12,6 +12,7 @@ this iterator, which closes the upstream connection).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -61,31 +62,45 @@ def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[
             abort(response)
 
 
-def _read(response: requests.Response) -> bytes:
+def _read(response: requests.Response, size: int = READ_SIZE) -> bytes:
     try:
-        return response.raw.read1(READ_SIZE, decode_content=False)
+        return response.raw.read1(size, decode_content=False)
     except Exception as exc:  # urllib3 ProtocolError, ReadTimeoutError, OSError...
         raise UpstreamDropped(f"upstream broke off mid-body: {type(exc).__name__}") from exc
 
 
 _DONE = object()
+HANDOFF_READ = 64 * 1024  # bytes per upstream read of a timed stream: with one waiting, at most ~128 KiB per stream
+HANDOFF_WAIT = 0.2  # seconds between the reader's checks that the writer is still there
 
 
 def _with_heartbeat(response: requests.Response, interval: float) -> Iterator[bytes]:
-    """Read in a helper thread (a greenlet under gevent) so silence can be timed."""
-    chunks: queue.Queue = queue.Queue()  # unbounded: the reader must never block after the writer left
+    """Read in a helper thread (a greenlet under gevent) so silence can be timed.
+
+    The hand-off holds one chunk: the reader waits while the client has not taken the
+    previous one, so the upstream is read no faster than the client reads (TCP pushes
+    back from there) and a stream holds at most two chunks, whatever the speeds.
+    """
+    chunks: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():  # never stuck on a full hand-off once the writer has left
+            try:
+                chunks.put(item, timeout=HANDOFF_WAIT)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def reader() -> None:
         try:
-            while not stop.is_set():
-                chunk = _read(response)
-                chunks.put(chunk or _DONE)
-                if not chunk:
+            while chunk := _read(response, HANDOFF_READ):
+                if not hand_over(chunk):
                     return
+            hand_over(_DONE)
         except UpstreamDropped as exc:
-            if not stop.is_set():
-                chunks.put(exc)
+            hand_over(exc)
 
     thread = threading.Thread(target=reader, name="upstream-reader", daemon=True)
     thread.start()
@@ -108,4 +123,6 @@ def _with_heartbeat(response: requests.Response, interval: float) -> Iterator[by
         stop.set()
         if thread.is_alive():  # left early: wake the reader, and let it finish before the response is closed
             shut_down(response)
+            with contextlib.suppress(queue.Empty):
+                chunks.get_nowait()  # frees a reader waiting to hand over
             thread.join(5)

@@ -16,6 +16,7 @@ with `x-fake-*` headers:
 | `x-fake-reply: text` | the assistant's reply (default: `echo: <last user message>`) |
 | `x-fake-size: N` | body size of `/audio/speech` and `/download` |
 | `x-fake-cut: drop` / `stall` | a JSON answer: send half its body, then drop the connection / go silent for 10 s |
+| `x-fake-size: N` on `/events/flood` | an event stream of N bytes (default 100 MiB), as fast as the client takes it |
 | `x-fake-early: 1` | answer before reading the request body, then read it and keep the connection (legal in HTTP/1.1) |
 
 `FakeUpstream.refuse_key(key, 401)` makes it refuse every request that carries that key.
@@ -312,6 +313,27 @@ async def download(req: Request) -> None:
         await req.writer.drain()
 
 
+async def event_flood(req: Request) -> None:
+    """`x-fake-size` bytes (default 100 MiB) of 1 KiB events, chunked, as fast as the client takes them."""
+    size = int(req.h("x-fake-size", str(100 * 1024 * 1024)))
+    event = b"data: " + b"x" * 1016 + b"\n\n"
+    batch = b"".join(b"%x\r\n%s\r\n" % (len(event), event) for _ in range(64))  # 64 events per write
+    req.writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(size // (64 * len(event))):
+        if req.client_gone():
+            req.close_after = True
+            return
+        req.writer.write(batch)
+        try:
+            await req.writer.drain()
+        except ConnectionError:
+            req.client_gone()
+            req.close_after = True
+            return
+    req.writer.write(b"0\r\n\r\n")
+    await req.writer.drain()
+
+
 async def upload(req: Request) -> None:
     await req.json({"bytes": req.record.body_len, "sha256": req.record.sha256})
 
@@ -347,7 +369,8 @@ class FakeUpstream:
         self.refused_keys: dict[str, int] = {}
         for suffix, handler in [("/chat/completions", chat_completions), ("/responses", responses),
                                 ("/embeddings", embeddings), ("/models", models), ("/files", files),
-                                ("/audio/speech", speech), ("/download", download), ("/upload", upload)]:
+                                ("/audio/speech", speech), ("/download", download), ("/upload", upload),
+                                ("/events/flood", event_flood)]:
             self.route(suffix, handler)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
