@@ -32,15 +32,22 @@ class UpstreamDropped(Exception):
 
 class OneLineDrops(logging.Filter):
     """gunicorn logs an error raised mid-response with its whole traceback; an upstream that
-    breaks off is an expected event, so it gets one warning line instead."""
+    breaks off, or a client that stops taking its answer (CLIENT_TIMEOUT, proxy/pace.py), is an
+    expected event, so it gets one warning line instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, UpstreamDropped):
-            record.msg, record.args = "%s; the client's response was cut short", (exc,)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            self._one_line(record, "%s; the client's response was cut short", exc)
+        elif isinstance(exc, TimeoutError):
+            self._one_line(record, "a client took no part of its answer for CLIENT_TIMEOUT (%s); it was cut off", exc)
         return True
+
+    @staticmethod
+    def _one_line(record: logging.LogRecord, message: str, exc: BaseException) -> None:
+        record.msg, record.args = message, (exc,)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
 
 
 def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[bytes]:

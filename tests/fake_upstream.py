@@ -439,6 +439,7 @@ class FakeUpstream:
     # -- HTTP ----------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        record = None
         try:
             while True:
                 try:
@@ -464,6 +465,8 @@ class FakeUpstream:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            if record is not None and not record.completed and record.client_closed_at is None:
+                record.client_closed_at = time.monotonic()  # the relay left mid-request (mid-body, mid-answer)
             if not writer.transport.is_closing():
                 writer.close()
 
