@@ -29,7 +29,7 @@ class ClientTooSlow(Exception):
     """The client sent its body too slowly (or stopped): the relay answers 408 and closes the connection."""
 
 
-def _greenlets_rule_sockets() -> bool:
+def greenlets_rule_sockets() -> bool:
     """True under gunicorn's gevent worker: a `gevent.Timeout` then interrupts a blocked read."""
     try:
         from gevent import monkey
@@ -44,7 +44,7 @@ class Pace:
     def __init__(self, timeout: float, min_rate: int):
         self.timeout = timeout
         self.min_rate = min_rate
-        self.enforced = timeout > 0 and _greenlets_rule_sockets()
+        self.enforced = timeout > 0 and greenlets_rule_sockets()
 
     def allowance(self, received: int) -> float:
         """Seconds of waiting allowed for the first `received` bytes of a body."""

@@ -8,6 +8,7 @@ import requests
 from flask import Response, current_app, g, request
 
 from .body import BodyTooLarge, ClientBody, ClientBodyError, request_body
+from .departure import ClientGone, watch_departure
 from .errors import openai_error
 from .headers import request_headers, response_headers
 from .pace import ClientTooSlow
@@ -15,7 +16,7 @@ from .replay import REPLAY_LIMIT, ReplayBudget
 from .routes import Route, upstream_url
 from .settings import current_settings
 from .streaming import relay_body
-from .upstream import Upstream, UpstreamTimeout, UpstreamUnreachable, abort
+from .upstream import Upstream, UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable, abort
 
 if TYPE_CHECKING:  # access/ imports proxy/: the app's Access is found through current_app
     from access import Access, Grant
@@ -58,25 +59,40 @@ def relay(route: Route) -> Response:
     elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         body = request_body(settings.max_body_bytes)  # sent on chunked
 
-    replayable = body is not None and length is not None and length <= REPLAY_LIMIT and grant.may_retry
     try:
-        with replay_budget().hold(length if replayable else None) as held:  # held: read whole, sent again if refused
-            upstream = send_with_keys(route, grant, url, headers, body.read_all() if held else body)
+        upstream = send_body(route, grant, url, headers, body)
     except BodyTooLarge:
         return _too_large(settings.max_body_bytes)
     except ClientBodyError:
         return openai_error(400, "The request body could not be read completely.", "incomplete_body")
     except ClientTooSlow:
         return openai_error(408, "The request body came too slowly; the connection is closed.", "client_timeout")
+    except ClientGone:
+        return openai_error(499, "The client closed the connection before the answer.", "client_gone")
     except UpstreamTimeout:
         return openai_error(504, f"The upstream {route.host} did not answer in time.", "upstream_timeout")
+    except UpstreamBadResponse as exc:
+        return openai_error(502, f"The upstream {route.host} {exc}.", "upstream_bad_response")
     except UpstreamUnreachable:
         return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
-    if body is not None and not held and not body.complete:
+    if body is not None and not body.complete:
         abort(upstream)  # the upstream answered without the whole body: its connection cannot be reused
         return openai_error(502, f"The upstream {route.host} answered before it had the whole request body.",
                             "upstream_early_answer")
     return client_response(upstream, settings.sse_heartbeat)
+
+
+def send_body(
+    route: Route, grant: Grant, url: str, headers: dict[str, str], body: ClientBody | None
+) -> requests.Response:
+    """Send the request, its body held in memory for a retry if the budget allows, streamed otherwise;
+    a client that leaves while the upstream has the request interrupts it (`ClientGone`)."""
+    length = body.length if body is not None else None
+    replayable = length is not None and length <= REPLAY_LIMIT and grant.may_retry
+    with replay_budget().hold(length if replayable else None) as held:
+        sent = body.read_all() if held else body
+        with watch_departure(request.environ, lambda: body is None or body.complete):
+            return send_with_keys(route, grant, url, headers, sent)
 
 
 def send_with_keys(

@@ -17,6 +17,7 @@ with `x-fake-*` headers:
 | `x-fake-size: N` | body size of `/audio/speech` and `/download` |
 | `x-fake-cut: drop` / `stall` | a JSON answer: send half its body, then drop the connection / go silent for 10 s |
 | `x-fake-size: N` on `/events/flood` | an event stream of N bytes (default 100 MiB), as fast as the client takes it |
+| `x-fake-header-size: N` | answer with one header of N bytes |
 | `x-fake-early: 1` | answer before reading the request body, then read it and keep the connection (legal in HTTP/1.1) |
 
 `FakeUpstream.refuse_key(key, 401)` makes it refuse every request that carries that key.
@@ -507,6 +508,10 @@ class FakeUpstream:
             if req.client_gone():
                 req.close_after = True
                 return
+        padding = int(req.h("x-fake-header-size", "0"))
+        if padding:
+            await req.send(200, [("Content-Type", "application/json"), ("x-fake-padding", "a" * padding)], b"{}")
+            return
         status = req.h("x-fake-status") or self._refusal(req.record)
         if status:
             await error(req, int(status))
