@@ -225,7 +225,7 @@ def test_render_yaml_starts_like_the_procfile_checks_health_and_prompts_for_secr
 
 def test_dockerfile_is_slim_non_root_and_runs_the_procfile_command_on_port():
     (base,) = docker("FROM")
-    assert re.fullmatch(r"python:3\.11-slim(@sha256:[0-9a-f]+)?", base)
+    assert re.fullmatch(r"python:3\.12-slim(@sha256:[0-9a-f]+)?", base)
     assert base.split(":")[1].startswith(read(".python-version").strip())
     assert json.loads(docker("CMD")[-1]) == procfile_web().split()
     instructions = [name for name, _ in dockerfile()]
