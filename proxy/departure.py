@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .pace import greenlets_rule_sockets
+from .pace import client_socket, greenlets_rule_sockets
 
 NOT_READY_WAIT = 0.25  # seconds between looks while the client's body is still being read
 
@@ -35,7 +35,7 @@ class ClientGone(Exception):
 @contextmanager
 def watch_departure(environ: dict[str, Any], body_read: Callable[[], bool]) -> Iterator[None]:
     """Interrupt the block with `ClientGone` if the client leaves; `body_read()` says when to start looking."""
-    sock = environ.get("gunicorn.socket")
+    sock = client_socket(environ)
     if sock is None or isinstance(sock, ssl.SSLSocket) or not greenlets_rule_sockets():
         yield
         return

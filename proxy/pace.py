@@ -38,6 +38,14 @@ def greenlets_rule_sockets() -> bool:
     return monkey.is_module_patched("socket")
 
 
+def client_socket(environ: dict[str, Any]) -> Any:
+    """The client's own connection socket, when the server hands it out (gunicorn) and it carries this request
+    alone: an HTTP/2 connection (gunicorn's `http_protocols=h2`) is shared by many requests, so it is left alone."""
+    if environ.get("HTTP_VERSION") == "2":
+        return None
+    return environ.get("gunicorn.socket")
+
+
 class Pace:
     """The time a request body may take: `timeout` seconds, plus one second per `min_rate` bytes received."""
 
@@ -71,7 +79,7 @@ class ClientTimeout:
         self.timeout = timeout
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        sock = environ.get("gunicorn.socket")
+        sock = client_socket(environ)
         if self.timeout <= 0 or sock is None:
             return self.app(environ, start_response)
         before = sock.gettimeout()
