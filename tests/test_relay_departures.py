@@ -61,3 +61,17 @@ def test_a_pipelined_request_is_left_for_the_server_and_answered_in_turn(relay, 
     first, second = answers.index(b"echo: pipelined-1"), answers.index(b"echo: pipelined-2")
     assert first < second
     assert fake.by_tag("pipelined-2").completed
+
+
+def test_leaving_a_session_turn_before_the_answer_closes_the_upstream_request(relay, fake):
+    tag = "departure-session"
+    payload = json.dumps({"apiKey": "sk-test-departure", "sessionId": "departure", "content": "hi"}).encode()
+    head = (f"POST /pro/chat/completions HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nx-fake-tag: {tag}\r\nx-fake-first-byte-delay: 20\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+        sock.sendall(head.encode() + payload)
+        time.sleep(0.5)
+    left_at = time.monotonic()
+    closed_at = wait_upstream_closed(fake, tag, 6)
+    assert closed_at is not None, "the relay kept the session's upstream request after the client left"
+    assert closed_at - left_at < 3
