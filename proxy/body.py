@@ -18,7 +18,11 @@ from .pace import ClientTooSlow, Pace
 from .settings import current_settings
 from .upstream import UPLOAD_BLOCK
 
-PIECE = 64 * 1024  # a block is read in pieces this size, so that the pace is checked as the body arrives
+# A slow body is read in pieces of 64 KiB, so that its pace is checked as it arrives (a read of n bytes may
+# take n / CLIENT_MIN_RATE seconds); a piece that came within a second lets the next be twice as large, up to
+# UPLOAD_BLOCK, since gunicorn copies what it holds beyond each read, and small reads of a fast body cost time.
+PIECE = 64 * 1024
+GROW_WITHIN = 1.0
 
 
 class BodyTooLarge(Exception):
@@ -44,6 +48,7 @@ class ClientBody:
         self.count = 0
         self.waited = 0.0  # seconds spent waiting for the client, not for the upstream
         self.ended = False
+        self.piece = PIECE
 
     @property
     def complete(self) -> bool:
@@ -57,7 +62,7 @@ class ClientBody:
         parts: list[bytes] = []
         got = 0
         while got < want:
-            piece = self._piece(min(PIECE, want - got))
+            piece = self._piece(min(self.piece, want - got))
             if not piece:
                 break
             parts.append(piece)
@@ -81,7 +86,9 @@ class ClientBody:
         except Exception as exc:  # a broken chunk, a chunked body without its last chunk, a reset
             raise ClientBodyError(str(exc)) from exc
         finally:
-            self.waited += time.monotonic() - started
+            took = time.monotonic() - started
+            self.waited += took
+        self.piece = min(self.piece * 2, UPLOAD_BLOCK) if took < GROW_WITHIN else PIECE
         self.count += len(data)
         if self.count > self.limit:
             raise BodyTooLarge()
