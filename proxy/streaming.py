@@ -77,18 +77,22 @@ def _read(response: requests.Response, size: int = READ_SIZE) -> bytes:
 
 
 _DONE = object()
-HANDOFF_READ = 64 * 1024  # bytes per upstream read of a timed stream: with one waiting, at most ~128 KiB per stream
+# A timed stream's reader hands the writer chunks of at most HANDOFF_READ bytes, HANDOFF_SLOTS of them at most
+# waiting: a stream holds ~320 KiB at most. Several slots let the reader fill while the writer is in a write
+# (one slot halved the speed of a fast stream to a fast client: each chunk cost two greenlet switches).
+HANDOFF_READ = 32 * 1024
+HANDOFF_SLOTS = 8
 HANDOFF_WAIT = 0.2  # seconds between the reader's checks that the writer is still there
 
 
 def _with_heartbeat(response: requests.Response, interval: float) -> Iterator[bytes]:
     """Read in a helper thread (a greenlet under gevent) so silence can be timed.
 
-    The hand-off holds one chunk: the reader waits while the client has not taken the
-    previous one, so the upstream is read no faster than the client reads (TCP pushes
-    back from there) and a stream holds at most two chunks, whatever the speeds.
+    The hand-off is bounded: the reader waits while it is full, so the upstream is read
+    no faster than the client reads (TCP pushes back from there), and a stream holds at
+    most HANDOFF_SLOTS + 2 chunks, whatever the speeds.
     """
-    chunks: queue.Queue = queue.Queue(maxsize=1)
+    chunks: queue.Queue = queue.Queue(maxsize=HANDOFF_SLOTS)
     stop = threading.Event()
 
     def hand_over(item: object) -> bool:
@@ -131,5 +135,5 @@ def _with_heartbeat(response: requests.Response, interval: float) -> Iterator[by
         if thread.is_alive():  # left early: wake the reader, and let it finish before the response is closed
             shut_down(response)
             with contextlib.suppress(queue.Empty):
-                chunks.get_nowait()  # frees a reader waiting to hand over
+                chunks.get_nowait()  # frees a reader waiting to hand over (it then sees `stop`)
             thread.join(5)
