@@ -18,6 +18,8 @@ from proxy import register_routes
 from proxy.accesslog import AccessLog
 from proxy.cors import add_cors_headers, is_preflight, preflight_response
 from proxy.errors import openai_error, pro_reply
+from proxy.pace import ClientTimeout
+from proxy.replay import ReplayBudget
 from proxy.routes import BadTarget, build_routes, check_target, raw_target
 from proxy.settings import Settings
 from proxy.streaming import OneLineDrops
@@ -39,6 +41,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["routes"] = routes
     app.extensions["access"] = Access.from_settings(settings, routes.values())  # refuses an open relay
     app.extensions["upstream"] = Upstream(settings, routes.values())
+    app.extensions["replay_budget"] = ReplayBudget(settings.replay_budget_bytes)
+    app.wsgi_app = ClientTimeout(app.wsgi_app, settings.client_timeout)  # bounds each read and write of a client
 
     app.register_blueprint(proxy_bp)
     app.register_blueprint(sessions_bp)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import requests
 from flask import Response, current_app, g, request
 
+from .body import BodyTooLarge, ClientBody, ClientBodyError, request_body
+from .departure import ClientGone, watch_departure
 from .errors import openai_error
 from .headers import request_headers, response_headers
+from .pace import ClientTooSlow
 from .public_urls import Relocation, relocation_for
+from .replay import REPLAY_LIMIT, ReplayBudget
 from .routes import Route, upstream_url
 from .settings import current_settings
 from .streaming import relay_body
 from .upstream import (
-    UPLOAD_BLOCK,
     Upstream,
+    UpstreamBadResponse,
     UpstreamBrokeOff,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -28,9 +32,6 @@ if TYPE_CHECKING:  # access/ and usage/ import proxy/: the app's Access and Usag
     from access import Access, Grant
     from usage.meter import Usage
 
-# Request bodies up to this size are kept in memory when the route has several upstream keys, so that the
-# request can go out again on the next key if the upstream refuses one; larger bodies are streamed, sent once.
-REPLAY_LIMIT = 1024 * 1024
 # Answers the relay changes (proxy/public_urls.py) are read whole, decoded, up to this size: one announced
 # larger passes unchanged, one found larger on the way is a 502 (batch objects and lists are far smaller).
 CHANGED_BODY_LIMIT = 8 * 1024 * 1024
@@ -43,38 +44,12 @@ class RelayResponse(Response):
     automatically_set_content_length = False
 
 
-class BodyTooLarge(Exception):
-    """The client's body went over `MAX_BODY_BYTES`."""
-
-
-class ClientBodyError(Exception):
-    """The client's body could not be read (it went away or sent a broken chunk)."""
-
-
-class CappedBody:
-    """The client's body as a file-like object read on demand, never whole, capped at `limit` bytes."""
-
-    def __init__(self, stream: IO[bytes], limit: int):
-        self.stream = stream
-        self.limit = limit
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            data = self.stream.read(size if size and size > 0 else UPLOAD_BLOCK)
-        except Exception as exc:
-            raise ClientBodyError(str(exc)) from exc
-        self.count += len(data)
-        if self.count > self.limit:
-            raise BodyTooLarge()
-        return data
-
-    def read_all(self) -> bytes:
-        return b"".join(iter(self.read, b""))
-
-
 def upstream_pool() -> Upstream:
     return current_app.extensions["upstream"]
+
+
+def replay_budget() -> ReplayBudget:
+    return current_app.extensions["replay_budget"]
 
 
 def access_control() -> Access:
@@ -94,36 +69,55 @@ def relay(route: Route) -> Response:
     headers = request_headers(request.environ, route.host)
     url = grant.strip(upstream_url(route, path, query), headers)
 
-    body: CappedBody | None = None
+    body: ClientBody | None = None
     length = request.content_length
     if length is not None:
         if length > settings.max_body_bytes:
             return _too_large(settings.max_body_bytes)
         headers["Content-Length"] = str(length)
-        body = CappedBody(request.stream, settings.max_body_bytes) if length else None
-        if body is None:
-            headers["Content-Length"] = "0"
+        body = request_body(settings.max_body_bytes) if length else None
     elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        body = CappedBody(request.stream, settings.max_body_bytes)  # sent on chunked, as it arrives
+        body = request_body(settings.max_body_bytes)  # sent on chunked
 
     try:
-        if body is not None and length is not None and length <= REPLAY_LIMIT and grant.may_retry:
-            body = body.read_all()
-        upstream = send_with_keys(route, grant, url, headers, body)
+        upstream = send_body(route, grant, url, headers, body)
     except BodyTooLarge:
         return _too_large(settings.max_body_bytes)
     except ClientBodyError:
         return openai_error(400, "The request body could not be read completely.", "incomplete_body")
+    except ClientTooSlow:
+        return openai_error(408, "The request body came too slowly; the connection is closed.", "client_timeout")
+    except ClientGone:
+        return openai_error(499, "The client closed the connection before the answer.", "client_gone")
     except UpstreamTimeout:
         return openai_error(504, f"The upstream {route.host} did not answer in time.", "upstream_timeout")
+    except UpstreamBadResponse as exc:
+        return openai_error(502, f"The upstream {route.host} {exc}.", "upstream_bad_response")
     except UpstreamUnreachable:
         return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
+    if body is not None and not body.complete:
+        abort(upstream)  # the upstream answered without the whole body: its connection cannot be reused
+        return openai_error(502, f"The upstream {route.host} answered before it had the whole request body.",
+                            "upstream_early_answer")
     relocation = relocation_for(route, path, request.environ, access_control().proxies)
     return client_response(upstream, route.heartbeat, relocation)
 
 
+def send_body(
+    route: Route, grant: Grant, url: str, headers: dict[str, str], body: ClientBody | None
+) -> requests.Response:
+    """Send the request, its body held in memory for a retry if the budget allows, streamed otherwise;
+    a client that leaves while the upstream has the request interrupts it (`ClientGone`)."""
+    length = body.length if body is not None else None
+    replayable = length is not None and length <= REPLAY_LIMIT and grant.may_retry
+    with replay_budget().hold(length if replayable else None) as held:
+        sent = body.read_all() if held else body
+        with watch_departure(request.environ, lambda: body is None or body.complete):
+            return send_with_keys(route, grant, url, headers, sent)
+
+
 def send_with_keys(
-    route: Route, grant: Grant, url: str, headers: dict[str, str], body: bytes | CappedBody | None
+    route: Route, grant: Grant, url: str, headers: dict[str, str], body: bytes | ClientBody | None
 ) -> requests.Response:
     """Send the request with each upstream key in turn while the upstream refuses the key (401, 429).
 
@@ -135,7 +129,7 @@ def send_with_keys(
     *first, last = grant.attempts()
     for key in first:
         upstream = send(key)
-        if not grant.refused(key, upstream.status_code) or isinstance(body, CappedBody):
+        if not grant.refused(key, upstream.status_code) or isinstance(body, ClientBody):
             return upstream
         abort(upstream)  # refused before any byte went to the client: try the next key
     upstream = send(last)

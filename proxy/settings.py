@@ -34,6 +34,9 @@ class Settings:
     upstream_read_timeout: float = 600.0
     upstream_pool_size: int = 1000
     sse_heartbeat: float = 15.0
+    client_timeout: float = 60.0  # seconds a client may make no progress, reading its body or taking the answer
+    client_min_rate: int = 1024  # bytes/s a body must average past its first CLIENT_TIMEOUT seconds
+    replay_budget_bytes: int = 64 * 1024 * 1024  # request bodies held in memory for a retry, per worker
     websocket_idle_timeout: float = 600.0  # seconds a WebSocket may carry nothing either way before it is closed
     cors_origins: str = "*"
     log_level: str = "INFO"

@@ -12,6 +12,7 @@ this iterator, which closes the upstream connection).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -31,15 +32,22 @@ class UpstreamDropped(Exception):
 
 class OneLineDrops(logging.Filter):
     """gunicorn logs an error raised mid-response with its whole traceback; an upstream that
-    breaks off is an expected event, so it gets one warning line instead."""
+    breaks off, or a client that stops taking its answer (CLIENT_TIMEOUT, proxy/pace.py), is an
+    expected event, so it gets one warning line instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, UpstreamDropped):
-            record.msg, record.args = "%s; the client's response was cut short", (exc,)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            self._one_line(record, "%s; the client's response was cut short", exc)
+        elif isinstance(exc, TimeoutError):
+            self._one_line(record, "a client took no part of its answer for CLIENT_TIMEOUT (%s); it was cut off", exc)
         return True
+
+    @staticmethod
+    def _one_line(record: logging.LogRecord, message: str, exc: BaseException) -> None:
+        record.msg, record.args = message, (exc,)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
 
 
 def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[bytes]:
@@ -61,31 +69,49 @@ def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[
             abort(response)
 
 
-def _read(response: requests.Response) -> bytes:
+def _read(response: requests.Response, size: int = READ_SIZE) -> bytes:
     try:
-        return response.raw.read1(READ_SIZE, decode_content=False)
+        return response.raw.read1(size, decode_content=False)
     except Exception as exc:  # urllib3 ProtocolError, ReadTimeoutError, OSError...
         raise UpstreamDropped(f"upstream broke off mid-body: {type(exc).__name__}") from exc
 
 
 _DONE = object()
+# A timed stream's reader hands the writer chunks of at most HANDOFF_READ bytes, HANDOFF_SLOTS of them at most
+# waiting: a stream holds ~320 KiB at most. Several slots let the reader fill while the writer is in a write
+# (one slot halved the speed of a fast stream to a fast client: each chunk cost two greenlet switches).
+HANDOFF_READ = 32 * 1024
+HANDOFF_SLOTS = 8
+HANDOFF_WAIT = 0.2  # seconds between the reader's checks that the writer is still there
 
 
 def _with_heartbeat(response: requests.Response, interval: float) -> Iterator[bytes]:
-    """Read in a helper thread (a greenlet under gevent) so silence can be timed."""
-    chunks: queue.Queue = queue.Queue()  # unbounded: the reader must never block after the writer left
+    """Read in a helper thread (a greenlet under gevent) so silence can be timed.
+
+    The hand-off is bounded: the reader waits while it is full, so the upstream is read
+    no faster than the client reads (TCP pushes back from there), and a stream holds at
+    most HANDOFF_SLOTS + 2 chunks, whatever the speeds.
+    """
+    chunks: queue.Queue = queue.Queue(maxsize=HANDOFF_SLOTS)
     stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():  # never stuck on a full hand-off once the writer has left
+            try:
+                chunks.put(item, timeout=HANDOFF_WAIT)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def reader() -> None:
         try:
-            while not stop.is_set():
-                chunk = _read(response)
-                chunks.put(chunk or _DONE)
-                if not chunk:
+            while chunk := _read(response, HANDOFF_READ):
+                if not hand_over(chunk):
                     return
+            hand_over(_DONE)
         except UpstreamDropped as exc:
-            if not stop.is_set():
-                chunks.put(exc)
+            hand_over(exc)
 
     thread = threading.Thread(target=reader, name="upstream-reader", daemon=True)
     thread.start()
@@ -108,4 +134,6 @@ def _with_heartbeat(response: requests.Response, interval: float) -> Iterator[by
         stop.set()
         if thread.is_alive():  # left early: wake the reader, and let it finish before the response is closed
             shut_down(response)
+            with contextlib.suppress(queue.Empty):
+                chunks.get_nowait()  # frees a reader waiting to hand over (it then sees `stop`)
             thread.join(5)

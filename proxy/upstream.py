@@ -11,6 +11,7 @@ requests itself, for proxies that inspect TLS. Session chat and billing use it t
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import socket
 from collections.abc import Iterable
@@ -32,6 +33,11 @@ UPLOAD_BLOCK = 1024 * 1024  # bytes per read of the client's body and per write 
 
 class UpstreamUnreachable(Exception):
     """No connection could be made (refused, DNS, TLS): the relay answers 502."""
+
+
+class UpstreamBadResponse(UpstreamUnreachable):
+    """The upstream answered something that is not a readable HTTP response (a 1 MiB header, 100+ headers,
+    garbage, a connection closed instead of an answer): the relay answers 502 and says which."""
 
 
 class UpstreamTimeout(Exception):
@@ -84,6 +90,9 @@ class Upstream:
         except (requests.ConnectTimeout, requests.ReadTimeout) as exc:
             raise UpstreamTimeout(str(exc)) from exc
         except requests.ConnectionError as exc:
+            problem = _unreadable_answer(exc)
+            if problem:
+                raise UpstreamBadResponse(problem) from exc
             raise UpstreamUnreachable(str(exc)) from exc
 
     def proxies(self, origin: str) -> dict[str, str]:
@@ -145,6 +154,33 @@ def read_whole(response: requests.Response, limit: int) -> bytes:
         abort(response)
         raise UpstreamBrokeOff(f"sent an answer larger than {limit} bytes")
     return data
+
+
+def _unreadable_answer(exc: BaseException) -> str:
+    """What was wrong with the upstream's answer, if `exc` (requests wraps urllib3 wrapping http.client) says so."""
+    found = _find_cause(exc, http.client.HTTPException)
+    if found is None:
+        return ""
+    if isinstance(found, http.client.RemoteDisconnected):
+        return "closed the connection without answering"
+    if isinstance(found, http.client.LineTooLong):
+        return f"sent a {found.args[0] if found.args else 'line'} longer than the {http.client._MAXLINE} bytes allowed"
+    if "more than" in str(found):  # http.client: "got more than 100 headers"
+        return f"sent more headers than the {http.client._MAXHEADERS} allowed"
+    return f"sent an answer that is not valid HTTP ({type(found).__name__})"
+
+
+def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` among `exc`'s causes, reasons and arguments (a bounded search)."""
+    todo, looked = [exc], 0
+    while todo and looked < 20:
+        current = todo.pop(0)
+        looked += 1
+        if isinstance(current, kind):
+            return current
+        linked = (getattr(current, "reason", None), current.__cause__, current.__context__, *current.args)
+        todo += [item for item in linked if isinstance(item, BaseException)]
+    return None
 
 
 def _proxies_for(origin: str) -> dict[str, str]:

@@ -17,12 +17,20 @@ from collections.abc import Callable, Iterable, Iterator
 import requests
 from flask import Response, current_app, request
 
+from proxy.departure import ClientGone, watch_departure
 from proxy.errors import upstream_error_message
 from proxy.headers import request_headers
 from proxy.relay import client_response
 from proxy.routes import Route
 from proxy.settings import current_settings
-from proxy.upstream import UpstreamBrokeOff, UpstreamTimeout, UpstreamUnreachable, abort, read_whole
+from proxy.upstream import (
+    UpstreamBadResponse,
+    UpstreamBrokeOff,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    abort,
+    read_whole,
+)
 
 from .credentials import Credentials
 from .events import ReplyCollector
@@ -129,11 +137,16 @@ def _ask_upstream(route: Route, turn: Turn, messages: list[dict[str, str]], key:
         "Accept-Encoding": "identity",  # the relay reads the answer itself
     }
     try:
-        upstream = current_app.extensions["upstream"].send(
-            "POST", route.base + "/chat/completions", route.origin, headers, body
-        )
+        with watch_departure(request.environ, lambda: True):  # the client's body was read whole before
+            upstream = current_app.extensions["upstream"].send(
+                "POST", route.base + "/chat/completions", route.origin, headers, body
+            )
+    except ClientGone:
+        raise Failure(499, "The client closed the connection before the answer.") from None
     except UpstreamTimeout:
         raise Failure(504, f"The upstream {route.host} did not answer in time.") from None
+    except UpstreamBadResponse as exc:
+        raise Failure(502, f"The upstream {route.host} {exc}.") from None
     except UpstreamUnreachable:
         raise Failure(502, f"The upstream {route.host} could not be reached.") from None
     if upstream.status_code != 200:

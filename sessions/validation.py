@@ -9,13 +9,14 @@ from typing import Any
 
 from flask import request
 
+from proxy.body import BodyTooLarge, ClientBodyError, request_body
+from proxy.pace import ClientTooSlow
 from proxy.settings import Settings
 
 from .replies import Failure
 
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 MODEL_MAX = 200
-READ_BLOCK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,15 @@ def json_body(settings: Settings, required: bool) -> dict[str, Any]:
 
 
 def _read(limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
+    """The whole body, which must be complete: a body cut short is refused even if what came is valid JSON."""
     try:
-        while block := request.stream.read(READ_BLOCK):
-            parts.append(block)
-            size += len(block)
-            if size > limit:
-                raise Failure(413, f"The request body is larger than {limit} bytes.")
-    except Failure:
-        raise
-    except Exception:  # the client went away or sent a broken chunk
+        return request_body(limit).read_all()
+    except BodyTooLarge:
+        raise Failure(413, f"The request body is larger than {limit} bytes.") from None
+    except ClientTooSlow:
+        raise Failure(408, "The request body came too slowly; the connection is closed.") from None
+    except ClientBodyError:  # the client went away or sent a broken chunk
         raise Failure(400, "The request body could not be read completely.") from None
-    return b"".join(parts)
 
 
 def session_id(value: Any) -> str:

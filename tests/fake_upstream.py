@@ -17,6 +17,9 @@ with `x-fake-*` headers:
 | `x-fake-size: N` | body size of `/audio/speech` and `/download` |
 | `x-fake-cut: drop` / `stall` | a JSON answer: send half its body, then drop the connection / go silent for 10 s |
 | `x-fake-usage: none` | answer without any usage figures (chat, Responses, Anthropic Messages, Gemini) |
+| `x-fake-size: N` on `/events/flood` | an event stream of N bytes (default 100 MiB), as fast as the client takes it |
+| `x-fake-header-size: N` | answer with one header of N bytes |
+| `x-fake-early: 1` | answer before reading the request body, then read it and keep the connection (legal in HTTP/1.1) |
 
 Answers carry usage in each API's real shape (`USAGE` below): OpenAI chat completions (the final
 chunk of a stream when `stream_options.include_usage`, `"usage":null` in the others), Responses
@@ -425,6 +428,27 @@ async def download(req: Request) -> None:
         await req.writer.drain()
 
 
+async def event_flood(req: Request) -> None:
+    """`x-fake-size` bytes (default 100 MiB) of 1 KiB events, chunked, as fast as the client takes them."""
+    size = int(req.h("x-fake-size", str(100 * 1024 * 1024)))
+    event = b"data: " + b"x" * 1016 + b"\n\n"
+    batch = b"".join(b"%x\r\n%s\r\n" % (len(event), event) for _ in range(64))  # 64 events per write
+    req.writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(size // (64 * len(event))):
+        if req.client_gone():
+            req.close_after = True
+            return
+        req.writer.write(batch)
+        try:
+            await req.writer.drain()
+        except ConnectionError:
+            req.client_gone()
+            req.close_after = True
+            return
+    req.writer.write(b"0\r\n\r\n")
+    await req.writer.drain()
+
+
 async def upload(req: Request) -> None:
     await req.json({"bytes": req.record.body_len, "sha256": req.record.sha256})
 
@@ -545,7 +569,7 @@ class FakeUpstream:
                                 ("/audio/speech", speech), ("/download", download), ("/upload", upload),
                                 ("/v1/messages", anthropic_messages),
                                 (":streamGenerateContent", gemini_stream), (":generateContent", gemini_generate),
-                                (":rawPredict", vertex_raw_predict)]:
+                                (":rawPredict", vertex_raw_predict), ("/events/flood", event_flood)]:
             self.route(suffix, handler)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -614,6 +638,7 @@ class FakeUpstream:
     # -- HTTP ----------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        record = None
         try:
             while True:
                 try:
@@ -626,15 +651,21 @@ class FakeUpstream:
                 record = Record(method, target, headers, peer=writer.get_extra_info("peername"))
                 if self.record:
                     self.records.append(record)
-                await self._read_body(reader, record)
                 req = Request(record, reader, writer)
-                await self._dispatch(req)
+                if record.header("x-fake-early") == "1":  # whatever follows the declared body is the next request
+                    await self._dispatch(req)
+                    await self._read_body(reader, record)
+                else:
+                    await self._read_body(reader, record)
+                    await self._dispatch(req)
                 record.completed = record.client_closed_at is None
                 if req.close_after or (record.header("connection") or "").lower() == "close":
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            if record is not None and not record.completed and record.client_closed_at is None:
+                record.client_closed_at = time.monotonic()  # the relay left mid-request (mid-body, mid-answer)
             if not writer.transport.is_closing():
                 writer.close()
 
@@ -675,6 +706,10 @@ class FakeUpstream:
             if req.client_gone():
                 req.close_after = True
                 return
+        padding = int(req.h("x-fake-header-size", "0"))
+        if padding:
+            await req.send(200, [("Content-Type", "application/json"), ("x-fake-padding", "a" * padding)], b"{}")
+            return
         status = req.h("x-fake-status") or self._refusal(req.record)
         if status:
             await error(req, int(status))
