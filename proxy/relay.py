@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 import requests
 from flask import Response, current_app, g, request
+from urllib3.response import HTTPResponse
 
 from .errors import openai_error
 from .headers import request_headers, response_headers
 from .routes import Route, upstream_url
 from .settings import current_settings
 from .streaming import relay_body
-from .upstream import UPLOAD_BLOCK, Upstream, UpstreamTimeout, UpstreamUnreachable, abort
+from .upstream import (
+    UPLOAD_BLOCK,
+    Upstream,
+    UpstreamBrokeOff,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    abort,
+    read_whole,
+)
 
 if TYPE_CHECKING:  # access/ imports proxy/: the app's Access is found through current_app
     from access import Access, Grant
@@ -20,6 +30,10 @@ if TYPE_CHECKING:  # access/ imports proxy/: the app's Access is found through c
 # Request bodies up to this size are kept in memory when the route has several upstream keys, so that the
 # request can go out again on the next key if the upstream refuses one; larger bodies are streamed, sent once.
 REPLAY_LIMIT = 1024 * 1024
+# A non-streamed answer the relay rewrites (see `rewritten`) is read whole, up to this size; a larger one is a 502.
+REWRITE_LIMIT = 1024 * 1024
+
+BodyRewrite = Callable[[bytes], bytes]  # the whole, decoded body in; the body to send out
 
 
 class RelayResponse(Response):
@@ -91,6 +105,9 @@ def relay(route: Route) -> Response:
         if body is not None and length is not None and length <= REPLAY_LIMIT and grant.may_retry:
             body = body.read_all()
         upstream = send_with_keys(route, grant, url, headers, body)
+        # Behind a relay key, an error body could repeat the server's key (a leaky upstream, an echoing gateway).
+        scrub = access_control().scrub if grant.ring is not None and upstream.status_code >= 400 else None
+        return client_response(upstream, settings.sse_heartbeat, scrub)
     except BodyTooLarge:
         return _too_large(settings.max_body_bytes)
     except ClientBodyError:
@@ -99,7 +116,8 @@ def relay(route: Route) -> Response:
         return openai_error(504, f"The upstream {route.host} did not answer in time.", "upstream_timeout")
     except UpstreamUnreachable:
         return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
-    return client_response(upstream, settings.sse_heartbeat)
+    except UpstreamBrokeOff as exc:
+        return openai_error(502, f"The upstream {route.host} {exc}.", "upstream_broke_off")
 
 
 def send_with_keys(
@@ -123,14 +141,18 @@ def send_with_keys(
     return upstream
 
 
-def client_response(upstream: requests.Response, heartbeat: float) -> Response:
-    """The upstream's status, headers and body, as they arrive."""
+def client_response(upstream: requests.Response, heartbeat: float, rewrite: BodyRewrite | None = None) -> Response:
+    """The upstream's status, headers and body, as they arrive; or, given `rewrite`, a non-streamed body
+    read whole and rewritten (`rewritten`)."""
     headers = response_headers(upstream.raw.headers.items())
     if request.method == "HEAD" or upstream.status_code in (204, 304):
         upstream.raw.read()
         upstream.close()
         return RelayResponse([], status=upstream.status_code, headers=headers)
-    if upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
+    streamed = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+    if rewrite is not None and not streamed:
+        return rewritten(upstream, headers, rewrite)
+    if streamed:
         headers.append(("X-Accel-Buffering", "no"))
         if "Cache-Control" not in upstream.headers:
             headers.append(("Cache-Control", "no-cache"))
@@ -138,6 +160,27 @@ def client_response(upstream: requests.Response, heartbeat: float) -> Response:
         heartbeat = 0
     body = relay_body(upstream, heartbeat)
     return RelayResponse(body, status=upstream.status_code, headers=headers, direct_passthrough=True)
+
+
+def rewritten(upstream: requests.Response, headers: list[tuple[str, str]], rewrite: BodyRewrite) -> Response:
+    """The upstream's answer read whole (decoded from gzip, deflate...), passed through `rewrite` and sent
+    uncompressed with its own `Content-Length`.
+
+    Raises `UpstreamBrokeOff` for a body over `REWRITE_LIMIT` or in an encoding urllib3 cannot decode:
+    what cannot be read cannot be rewritten, and is not sent as it is either.
+    """
+    encodings = [token.strip().lower() for token in upstream.headers.get("Content-Encoding", "").split(",")]
+    unknown = [token for token in encodings if token and token != "identity" and token not in DECODABLE]
+    if unknown:
+        abort(upstream)
+        raise UpstreamBrokeOff(f"answered in an encoding the relay cannot read ({', '.join(unknown)})")
+    body = rewrite(read_whole(upstream, REWRITE_LIMIT))
+    kept = [(name, value) for name, value in headers if name.lower() not in ("content-length", "content-encoding")]
+    kept.append(("Content-Length", str(len(body))))
+    return RelayResponse([body], status=upstream.status_code, headers=kept)
+
+
+DECODABLE = frozenset(HTTPResponse.CONTENT_DECODERS)  # gzip, deflate, and br / zstd when their library is installed
 
 
 def _too_large(limit: int) -> Response:

@@ -16,6 +16,7 @@ with `x-fake-*` headers:
 | `x-fake-reply: text` | the assistant's reply (default: `echo: <last user message>`) |
 | `x-fake-size: N` | body size of `/audio/speech` and `/download` |
 | `x-fake-cut: drop` / `stall` | a JSON answer: send half its body, then drop the connection / go silent for 10 s |
+| `x-fake-echo-auth: 1` | with `x-fake-status`: the error message repeats the request's credential, as a leaky gateway |
 
 `FakeUpstream.refuse_key(key, 401)` makes it refuse every request that carries that key.
 
@@ -329,7 +330,10 @@ async def error(req: Request, status: int) -> None:
     messages = {401: "Incorrect API key provided.", 429: "Rate limit reached for requests."}
     headers = [("retry-after", "1"), ("x-ratelimit-limit-requests", "500"),
                ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "1s")]
-    await req.json({"error": {"message": messages.get(status, f"fake error {status}"),
+    message = messages.get(status, f"fake error {status}")
+    if req.h("x-fake-echo-auth") == "1":
+        message += f" You sent: {req.h('authorization')} {req.h('x-api-key')} {req.h('x-goog-api-key')}"
+    await req.json({"error": {"message": message,
                               "type": types.get(status, "server_error"), "param": None,
                               "code": codes.get(status)}}, status=status, headers=headers)
 
