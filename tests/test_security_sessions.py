@@ -104,3 +104,12 @@ def test_pro_endpoints_refuse_a_missing_or_wrong_relay_key_before_the_body(keyed
     status, body, took = answer_of(half_sent(keyed_relay.port, method, target, headers))
     assert status == 401 and body["code"] == 401 and "relay key" in body["message"]
     print(f"{method} {target} key={'wrong' if key else 'none'}: 401 after {took * 1000:.0f} ms, body still owed")
+
+
+def test_pass_through_rate_limit_refuses_before_the_body(start_relay):
+    relay = start_relay(RATE_LIMIT="1/hour", TRUSTED_PROXIES="127.0.0.1")
+    headers = {"X-Forwarded-For": "203.0.113.99"}
+    first = SessionClient(relay.url).chat(new_session_id(), "the one allowed", headers=headers)
+    assert first.status_code == 200
+    status, body, _ = answer_of(half_sent(relay.port, "POST", "/pro/chat/completions", headers))
+    assert status == 429 and body["code"] == 429
