@@ -9,8 +9,10 @@ import threading
 import time
 
 import pytest
+import redis
 import requests
 
+from proxy.redis_client import SKIP_FOR, RedisLink, RedisSkipped
 from tests.session_client import SessionClient, new_session_id
 
 
@@ -64,3 +66,45 @@ def test_sessions_answer_503_within_a_second_and_requests_pay_almost_nothing(sta
     assert first_took < 2.0 and then_took < 1.0  # generous: 0.5 s timeout, then skipped (was 22 s)
     assert statistics.median(costs) < 0.2  # was 2 s each
     assert "Redis at 127.0.0.1" in relay.log() and "skipped for" in relay.log()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_breaker_skips_after_a_failure_then_one_ping_lets_redis_back(monkeypatch):
+    clock = Clock()
+    link = RedisLink("redis://127.0.0.1:9/0", clock=clock)
+    pings: list[float] = []
+    answering = {"now": False}
+
+    def ping() -> bool:
+        pings.append(clock.now)
+        if not answering["now"]:
+            raise redis.TimeoutError("silent")
+        return True
+
+    monkeypatch.setattr(link.client, "ping", ping)
+
+    def failing() -> None:
+        raise redis.TimeoutError("silent")
+
+    with pytest.raises(redis.TimeoutError):
+        link.run(failing)
+    calls = []
+    with pytest.raises(RedisSkipped):
+        link.run(calls.append, "skipped")  # not even tried
+    clock.now += SKIP_FOR
+    with pytest.raises(RedisSkipped):
+        link.run(calls.append, "probe fails")  # the skip is over: one PING, still silent, so skipped again
+    assert pings == [clock.now] and calls == []
+    with pytest.raises(RedisSkipped):
+        link.run(calls.append, "skipped again")  # no second PING within the new skip
+    clock.now += SKIP_FOR
+    answering["now"] = True
+    assert link.run(calls.append, "back") is None and calls == ["back"] and not link.skipped
+    assert len(pings) == 2
