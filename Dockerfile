@@ -13,8 +13,9 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 COPY . .
 
+# Numeric, so that hosts which require a non-root user (Kubernetes `runAsNonRoot`, as on Sealos) can verify it.
 RUN useradd --create-home --uid 10001 relay
-USER relay
+USER 10001
 
 EXPOSE 8000
 # Asks the relay itself, never through HTTPS_PROXY/HTTP_PROXY (ProxyHandler({}) ignores them).

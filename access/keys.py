@@ -18,7 +18,10 @@ from urllib.parse import unquote_plus
 # Each place a client may put a key: a header (lower case) or, for "?key", the query parameter `key`.
 HEADER_PLACES = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 QUERY_PLACE = "?key"
-PLACES = (*HEADER_PLACES, QUERY_PLACE)
+# A browser cannot set headers on a WebSocket: it sends `openai-insecure-api-key.<key>` among its subprotocols.
+SUBPROTOCOL_PLACE = "sec-websocket-protocol"
+SUBPROTOCOL_KEY = "openai-insecure-api-key."
+PLACES = (*HEADER_PLACES, QUERY_PLACE, SUBPROTOCOL_PLACE)
 
 # Where each upstream expects its key; any other route is OpenAI-style (`Authorization: Bearer`).
 UPSTREAM_PLACE = {"anthropic": "x-api-key", "gemini": "x-goog-api-key"}
@@ -87,6 +90,10 @@ def presented(environ: Mapping[str, str]) -> dict[str, str]:
         if name == "key" and value:
             found[QUERY_PLACE] = value
             break
+    for entry in environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "").split(","):
+        if entry.strip().startswith(SUBPROTOCOL_KEY) and entry.strip() != SUBPROTOCOL_KEY:
+            found[SUBPROTOCOL_PLACE] = entry.strip()[len(SUBPROTOCOL_KEY) :]
+            break
     return found
 
 
@@ -104,6 +111,12 @@ def remove_keys(url: str, headers: dict[str, str], places: Iterable[str]) -> str
     """
     places = set(places)
     for name in [name for name in headers if name.lower() in places]:
+        if name.lower() == SUBPROTOCOL_PLACE:  # only the key's entry goes: the client still asks for the others
+            entries = [entry.strip() for entry in headers[name].split(",")]
+            kept = [entry for entry in entries if entry and not entry.startswith(SUBPROTOCOL_KEY)]
+            if kept:
+                headers[name] = ", ".join(kept)
+                continue
         del headers[name]
     if QUERY_PLACE in places and "?" in url:
         base, _, query = url.partition("?")

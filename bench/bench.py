@@ -54,12 +54,15 @@ class Plan:
     hold_delay: float
     body_bytes: int
     transfer_repeats: int  # the best of this many uploads and downloads each way
+    ws_echoes: int  # round trips per WebSocket, 100 WebSockets at once, in each of two rounds each way
 
 
 FULL = Plan(wrk_seconds=8, stream_rounds=2, stream_chunks=40, stream_delay=0.05,
-            hold_streams=1000, hold_chunks=10, hold_delay=1.0, body_bytes=200 * MiB, transfer_repeats=3)
+            hold_streams=1000, hold_chunks=10, hold_delay=1.0, body_bytes=200 * MiB, transfer_repeats=3,
+            ws_echoes=200)
 QUICK = Plan(wrk_seconds=1, stream_rounds=1, stream_chunks=10, stream_delay=0.05,
-             hold_streams=200, hold_chunks=5, hold_delay=0.5, body_bytes=20 * MiB, transfer_repeats=1)
+             hold_streams=200, hold_chunks=5, hold_delay=0.5, body_bytes=20 * MiB, transfer_repeats=1,
+             ws_echoes=20)
 
 
 @dataclass
@@ -302,6 +305,62 @@ def hold_rows(plan: Plan, relay: str, memory: WorkerMemory) -> list[Row]:
     ]
 
 
+async def websocket_echoes(url: str, sockets: int, echoes: int) -> tuple[float, list[float], int]:
+    """`sockets` WebSockets at once, each sending a small message and awaiting its echo `echoes` times in a row:
+    (round trips per second, every round trip in ms, errors)."""
+    from websockets.asyncio.client import connect
+
+    times: list[float] = []
+    errors = 0
+
+    async def one(index: int) -> None:
+        nonlocal errors
+        try:
+            async with connect(url, compression=None, ping_interval=None, open_timeout=30) as ws:
+                message = f"{index:04d}".encode() * 32  # 128 bytes, a small Realtime event's size
+                for _ in range(echoes):
+                    sent = time.perf_counter_ns()
+                    await ws.send(message)
+                    if await asyncio.wait_for(ws.recv(), 30) != message:
+                        raise ValueError("wrong echo")
+                    times.append((time.perf_counter_ns() - sent) / 1e6)
+        except Exception:
+            errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(index) for index in range(sockets)))
+    return len(times) / (time.perf_counter() - started), times, errors
+
+
+def websocket_rows(plan: Plan, fake_ws: str, relay: str) -> list[Row]:
+    """100 WebSockets at once echoing small messages, straight to the fake WebSocket upstream and through the
+    relay (route `ws`), rounds alternating so that load from elsewhere falls on both."""
+    urls = {"direct": fake_ws.replace("http://", "ws://") + "/v1/echo",
+            "relay": relay.replace("http://", "ws://") + "/ws/v1/echo"}
+    rates: dict[str, list[float]] = {"direct": [], "relay": []}
+    times: dict[str, list[float]] = {"direct": [], "relay": []}
+    errors = {"direct": 0, "relay": 0}
+    for _ in range(2):
+        for side, url in urls.items():
+            rate, found, failed = run_async(websocket_echoes(url, 100, plan.ws_echoes))
+            rates[side].append(rate)
+            times[side] += found
+            errors[side] += failed
+    if not (times["direct"] and times["relay"]):
+        return [Row("WebSocket rows: no echo came back", with_errors("", errors["direct"]),
+                    with_errors("", errors["relay"]))]
+    rate = (statistics.median(rates["direct"]), statistics.median(rates["relay"]))
+    p50 = (percentile(times["direct"], 50), percentile(times["relay"], 50))
+    p99 = (percentile(times["direct"], 99), percentile(times["relay"], 99))
+    return [
+        Row("WebSocket echoes/s, 100 sockets", with_errors(fmt(rate[0]), errors["direct"]),
+            with_errors(fmt(rate[1]), errors["relay"]), f"{rate[1] / rate[0]:.0%}"),
+        Row("WebSocket round trip p50 ms, 100 sockets", fmt(p50[0], 2), fmt(p50[1], 2), f"{p50[1] - p50[0]:+.2f} ms"),
+        Row("WebSocket round trip p99 ms, 100 sockets", fmt(p99[0], 2), fmt(p99[1], 2), f"{p99[1] - p99[0]:+.2f} ms"),
+        Row(f"  (2 rounds of 100 sockets x {plan.ws_echoes} echoes of 128 bytes each way; an echo is 2 messages)"),
+    ]
+
+
 def session_memory_rows() -> list[Row]:
     """The session store's memory for 10,000 sessions, from bench/session_memory.py when it exists."""
     try:
@@ -350,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         log_dir = Path(tmp)
         fake = start_upstream(stack, "tests.fake_upstream", log_dir)
         canned = start_upstream(stack, "bench.canned_upstream", log_dir)
-        relay = RelayServer({"UPSTREAM_URL": fake, "ROUTES": f"canned={canned}"}, log_dir / "relay.log")
+        fake_ws = start_upstream(stack, "tests.fake_websocket", log_dir)
+        relay = RelayServer({"UPSTREAM_URL": fake, "ROUTES": f"canned={canned},ws={fake_ws}"}, log_dir / "relay.log")
         stack.callback(relay.stop)
         relay.start()
         memory = WorkerMemory(relay.worker_pids()[0])
@@ -360,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             ("streams", lambda: stream_rows(plan, fake, relay.url)),
             ("transfers", lambda: transfer_rows(plan, canned, fake, relay.url, memory)),
             ("concurrent streams", lambda: hold_rows(plan, relay.url, memory)),
+            ("WebSockets", lambda: websocket_rows(plan, fake_ws, relay.url)),
         ]
         for name, measure in sections:
             print(f"measuring {name}...", flush=True)

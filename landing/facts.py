@@ -44,8 +44,7 @@ def gather(
     environ: dict,
     version: str,
 ) -> Facts:
-    scheme, host = access.proxies.scheme_and_host(environ)
-    base_url = f"{scheme}://{host}"
+    base_url = access.proxies.public_base_url(environ)
     relay_key_required = access.requires_relay_key
     return Facts(
         status="ok",

@@ -10,6 +10,7 @@ from proxy import VERSION
 from proxy.settings import current_settings
 
 from .facts import gather
+from .texts import HTML_LANG, LANGUAGES, TEXTS, choose_language
 
 bp = Blueprint("landing", __name__, template_folder="templates")
 
@@ -34,10 +35,13 @@ def landing():
         response = jsonify(facts.as_json())
     else:
         nonce = secrets.token_urlsafe(16)
-        response = app.make_response(render_template("landing/index.html", facts=facts, nonce=nonce))
+        lang = choose_language(request.args, request.accept_languages)
+        page = render_template("landing/index.html", facts=facts, nonce=nonce, lang=lang, html_lang=HTML_LANG[lang],
+                               t=TEXTS[lang], languages=LANGUAGES)
+        response = app.make_response(page)
         response.headers["Content-Security-Policy"] = _CSP.format(nonce=nonce)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Vary"] = "Accept"
+    response.headers["Vary"] = "Accept, Accept-Language"
     response.headers["Cache-Control"] = "no-cache"
     return response

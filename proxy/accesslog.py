@@ -39,7 +39,16 @@ class AccessLog:
             status[0] = status_line.split(" ", 1)[0]
             return start_response(status_line, headers, exc_info)
 
-        body = self.app(environ, capture)
+        try:
+            body = self.app(environ, capture)
+        except StopIteration:  # a WebSocket, carried to its end on the socket itself (proxy/websocket.py)
+            line = _Logged((), environ, status, started)
+            tunnel = environ.get("relay.websocket", {})
+            ms = (time.monotonic() - started) * 1000
+            down, up = tunnel.get("down", 0), tunnel.get("up", 0)
+            log.info("%s %s %s %.0fms %dB down %dB up websocket", line.method, line.path, tunnel.get("status", "-"),
+                     ms, down, up)
+            raise
         return _Logged(body, environ, status, started)
 
 

@@ -11,6 +11,7 @@ from urllib3.response import HTTPResponse
 
 from .errors import openai_error
 from .headers import request_headers, response_headers
+from .public_urls import Relocation, relocation_for
 from .routes import Route, upstream_url
 from .settings import current_settings
 from .streaming import relay_body
@@ -30,10 +31,12 @@ if TYPE_CHECKING:  # access/ imports proxy/: the app's Access is found through c
 # Request bodies up to this size are kept in memory when the route has several upstream keys, so that the
 # request can go out again on the next key if the upstream refuses one; larger bodies are streamed, sent once.
 REPLAY_LIMIT = 1024 * 1024
-# A non-streamed answer the relay rewrites (see `rewritten`) is read whole, up to this size; a larger one is a 502.
-REWRITE_LIMIT = 1024 * 1024
+# Answers the relay changes are read whole, decoded, up to this size. Relocated answers (proxy/public_urls.py)
+# announced larger pass unchanged; error bodies scrubbed of keys have no such way out: one larger is a 502.
+CHANGED_BODY_LIMIT = 8 * 1024 * 1024
 
-BodyRewrite = Callable[[bytes], bytes]  # the whole, decoded body in; the body to send out
+BodyChange = Callable[[bytes], bytes]  # the whole, decoded body in; the body to send out
+DECODABLE = frozenset(HTTPResponse.CONTENT_DECODERS)  # gzip, deflate, and br / zstd when their library is installed
 
 
 class RelayResponse(Response):
@@ -105,9 +108,6 @@ def relay(route: Route) -> Response:
         if body is not None and length is not None and length <= REPLAY_LIMIT and grant.may_retry:
             body = body.read_all()
         upstream = send_with_keys(route, grant, url, headers, body)
-        # Behind a relay key, an error body could repeat the server's key (a leaky upstream, an echoing gateway).
-        scrub = access_control().scrub if grant.ring is not None and upstream.status_code >= 400 else None
-        return client_response(upstream, settings.sse_heartbeat, scrub)
     except BodyTooLarge:
         return _too_large(settings.max_body_bytes)
     except ClientBodyError:
@@ -116,8 +116,10 @@ def relay(route: Route) -> Response:
         return openai_error(504, f"The upstream {route.host} did not answer in time.", "upstream_timeout")
     except UpstreamUnreachable:
         return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
-    except UpstreamBrokeOff as exc:
-        return openai_error(502, f"The upstream {route.host} {exc}.", "upstream_broke_off")
+    relocation = relocation_for(route, path, request.environ, access_control().proxies)
+    # Behind a relay key, an error body could repeat the server's key (a leaky upstream, an echoing gateway).
+    scrub = access_control().scrub if grant.ring is not None and upstream.status_code >= 400 else None
+    return client_response(upstream, route.heartbeat, relocation, scrub)
 
 
 def send_with_keys(
@@ -141,46 +143,69 @@ def send_with_keys(
     return upstream
 
 
-def client_response(upstream: requests.Response, heartbeat: float, rewrite: BodyRewrite | None = None) -> Response:
-    """The upstream's status, headers and body, as they arrive; or, given `rewrite`, a non-streamed body
-    read whole and rewritten (`rewritten`)."""
+def client_response(upstream: requests.Response, heartbeat: float, relocation: Relocation | None = None,
+                    scrub: BodyChange | None = None) -> Response:
+    """The upstream's status, headers and body, as they arrive; upstream URLs in them relocated to the relay,
+    and, given `scrub`, the body read whole and scrubbed (unless it is an event stream)."""
     headers = response_headers(upstream.raw.headers.items())
+    if relocation is not None:
+        headers = relocation.headers(headers)
     if request.method == "HEAD" or upstream.status_code in (204, 304):
         upstream.raw.read()
         upstream.close()
         return RelayResponse([], status=upstream.status_code, headers=headers)
-    streamed = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-    if rewrite is not None and not streamed:
-        return rewritten(upstream, headers, rewrite)
-    if streamed:
+    if upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
         headers.append(("X-Accel-Buffering", "no"))
         if "Cache-Control" not in upstream.headers:
             headers.append(("Cache-Control", "no-cache"))
     else:
+        # The one point where an answer is read whole and changed: error bodies to scrub (all of them) and
+        # small JSON bodies to relocate (see proxy/public_urls.py), when their encoding can be read.
+        relocating = relocation is not None and relocation.body_field is not None and _small_json(upstream)
+        relocate = [relocation.body] if relocating else []
+        if scrub is not None:  # every error body: one that cannot be read is not sent as it is
+            return _changed_body(upstream, headers, [scrub, *relocate])
+        if relocate and _undecodable(upstream) is None:  # one in an unknown encoding passes unchanged
+            return _changed_body(upstream, headers, relocate)
         heartbeat = 0
     body = relay_body(upstream, heartbeat)
     return RelayResponse(body, status=upstream.status_code, headers=headers, direct_passthrough=True)
 
 
-def rewritten(upstream: requests.Response, headers: list[tuple[str, str]], rewrite: BodyRewrite) -> Response:
-    """The upstream's answer read whole (decoded from gzip, deflate...), passed through `rewrite` and sent
-    uncompressed with its own `Content-Length`.
+def _small_json(upstream: requests.Response) -> bool:
+    length = upstream.headers.get("Content-Length", "")
+    is_json = upstream.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
+    return is_json and (not length or (length.isdigit() and int(length) <= CHANGED_BODY_LIMIT))
 
-    Raises `UpstreamBrokeOff` for a body over `REWRITE_LIMIT` or in an encoding urllib3 cannot decode:
-    what cannot be read cannot be rewritten, and is not sent as it is either.
+
+def _undecodable(upstream: requests.Response) -> str | None:
+    """The answer's content codings urllib3 cannot decode (br without brotli...), or None."""
+    codings = [token.strip().lower() for token in upstream.headers.get("Content-Encoding", "").split(",")]
+    unknown = [token for token in codings if token and token != "identity" and token not in DECODABLE]
+    return ", ".join(unknown) or None
+
+
+def _changed_body(upstream: requests.Response, headers: list[tuple[str, str]], changes: list[BodyChange]) -> Response:
+    """The upstream's body read whole (decoded, so no `Content-Encoding`), changed, with its new length.
+
+    A body that cannot be read whole and decoded is not sent as it is either: 502 (or 504 for a silence).
     """
-    encodings = [token.strip().lower() for token in upstream.headers.get("Content-Encoding", "").split(",")]
-    unknown = [token for token in encodings if token and token != "identity" and token not in DECODABLE]
+    unknown = _undecodable(upstream)
     if unknown:
         abort(upstream)
-        raise UpstreamBrokeOff(f"answered in an encoding the relay cannot read ({', '.join(unknown)})")
-    body = rewrite(read_whole(upstream, REWRITE_LIMIT))
+        return openai_error(502, f"The upstream answered in an encoding the relay cannot read ({unknown}).",
+                            "upstream_broke_off")
+    try:
+        body = read_whole(upstream, CHANGED_BODY_LIMIT)
+    except UpstreamTimeout:
+        return openai_error(504, "The upstream stopped answering.", "upstream_timeout")
+    except UpstreamBrokeOff as exc:
+        return openai_error(502, f"The upstream {exc}.", "upstream_broke_off")
+    for change in changes:
+        body = change(body)
     kept = [(name, value) for name, value in headers if name.lower() not in ("content-length", "content-encoding")]
     kept.append(("Content-Length", str(len(body))))
     return RelayResponse([body], status=upstream.status_code, headers=kept)
-
-
-DECODABLE = frozenset(HTTPResponse.CONTENT_DECODERS)  # gzip, deflate, and br / zstd when their library is installed
 
 
 def _too_large(limit: int) -> Response:

@@ -19,6 +19,7 @@ class Route:
     prefix: str  # first path segment the client calls, e.g. "v1"
     base: str  # upstream URL the rest of the path is appended to, no trailing slash
     key_group: str  # which upstream credential serves it: "openai", "anthropic", "gemini" or the prefix
+    heartbeat: float = 0.0  # seconds of event-stream silence before a `: keep-alive` comment; 0: never
 
     @property
     def origin(self) -> str:
@@ -41,17 +42,22 @@ OWN_PATHS = ("pro", "healthz", "metrics", "static", "favicon.ico", "robots.txt")
 
 
 def build_routes(settings: Settings) -> dict[str, Route]:
-    """The route table: built-in prefixes first, then those from `ROUTES`."""
+    """The route table: built-in prefixes first, then those from `ROUTES`.
+
+    Heartbeats go only where the clients are known to ignore SSE comments: the OpenAI and
+    Anthropic SDKs do; Google's Gen AI SDK and LiteLLM's gemini provider break on them.
+    """
+    beat = settings.sse_heartbeat
     openai = _clean_base(settings.upstream_url, "UPSTREAM_URL")
     routes = {
-        "v1": Route("v1", openai + "/v1", "openai"),
-        "openai": Route("openai", openai, "openai"),
-        "dashboard": Route("dashboard", openai + "/dashboard", "openai"),
-        "anthropic": Route("anthropic", _clean_base(settings.anthropic_url, "ANTHROPIC_URL"), "anthropic"),
-        "gemini": Route("gemini", _clean_base(settings.gemini_url, "GEMINI_URL"), "gemini"),
+        "v1": Route("v1", openai + "/v1", "openai", beat),
+        "openai": Route("openai", openai, "openai", beat),
+        "dashboard": Route("dashboard", openai + "/dashboard", "openai", beat),
+        "anthropic": Route("anthropic", _clean_base(settings.anthropic_url, "ANTHROPIC_URL"), "anthropic", beat),
+        "gemini": Route("gemini", _clean_base(settings.gemini_url, "GEMINI_URL"), "gemini", 0.0),
     }
     for item in filter(None, (part.strip() for part in settings.routes.split(","))):
-        prefix, sep, url = item.partition("=")
+        prefix, sep, rest = item.partition("=")
         prefix = prefix.strip().strip("/")
         if not sep or not prefix or not prefix.replace("-", "").replace("_", "").isalnum():
             shown = repr(prefix) if sep else "without '='"  # never the URL: it may hold a password
@@ -60,8 +66,31 @@ def build_routes(settings: Settings) -> dict[str, Route]:
             raise SettingsError(f"ROUTES name {prefix!r} is taken by the relay itself (/{prefix}); choose another name")
         if prefix in routes:
             raise SettingsError(f"ROUTES name {prefix!r} appears twice")
-        routes[prefix] = Route(prefix, _clean_base(url.strip(), f"ROUTES[{prefix}]"), prefix)
+        url, *options = rest.split(";")
+        base = _clean_base(url.strip(), f"ROUTES[{prefix}]")
+        heartbeat = _heartbeat_option(options, prefix, default=not _is_google(base))
+        routes[prefix] = Route(prefix, base, prefix, beat if heartbeat else 0.0)
     return routes
+
+
+_SWITCH = {"on": True, "1": True, "true": True, "yes": True, "off": False, "0": False, "false": False, "no": False}
+
+
+def _heartbeat_option(options: list[str], prefix: str, default: bool) -> bool:
+    """A ROUTES entry's `;heartbeat=on|off` (the only option so far), or `default`."""
+    heartbeat = default
+    for option in filter(None, (o.strip() for o in options)):
+        name, _, value = option.partition("=")
+        if name.strip().lower() != "heartbeat" or value.strip().lower() not in _SWITCH:
+            raise SettingsError(f"ROUTES[{prefix}]: unknown option {option!r}; the one option is 'heartbeat=on|off'")
+        heartbeat = _SWITCH[value.strip().lower()]
+    return heartbeat
+
+
+def _is_google(base: str) -> bool:
+    """Google's APIs (Gemini, Vertex AI): their SDKs read only `data:` lines, so no heartbeat by default."""
+    host = urlsplit(base).hostname or ""
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
 
 
 def _clean_base(url: str, name: str) -> str:
@@ -100,15 +129,19 @@ def raw_target(environ: dict) -> str:
 
 
 def check_target(target: str) -> tuple[str, str]:
-    """Split a raw target into (path, query); raise `BadTarget` on any path trick."""
+    """Split a raw target into (path, query); raise `BadTarget` on any path trick.
+
+    `@` is allowed (Vertex AI model ids: `claude-sonnet-4@20250514`): the target is
+    appended to the route's base after its host, so it cannot act as userinfo.
+    """
     if not target.startswith("/"):
         raise BadTarget("absolute request targets are not accepted; send a path")
     path, _, query = target.partition("?")
     path = path.partition("#")[0]
     decoded = path
     for _ in range(3):  # also catch double-encoded tricks such as %252e%252e
-        if any(ch in decoded for ch in "\\@") or "//" in decoded:
-            raise BadTarget("the path may not contain '//', '\\' or '@'")
+        if "\\" in decoded or "//" in decoded:
+            raise BadTarget("the path may not contain '//' or '\\'")
         if any(seg in (".", "..") for seg in decoded.split("/")):
             raise BadTarget("the path may not contain '.' or '..' segments")
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
@@ -124,8 +157,8 @@ def upstream_url(route: Route, path: str, query: str) -> str:
     """`route.base` + the path after the prefix + the query, all as received.
 
     The prefix must be sent as it is: `/%76%31/models` is routed to `/v1` after decoding, but cutting the
-    raw path at the prefix's length would send `/v16%31/models`. No client encodes a prefix's plain
-    letters, so such a path is refused rather than guessed at.
+    raw path at the prefix's length would send `/v16%31/models`; `/openai%2F@evil.example` would leave the
+    route. No client encodes a prefix's plain letters, so such a path is refused rather than guessed at.
     """
     head = f"/{route.prefix}"
     rest = path[len(head) :]  # path is "/<prefix>..."; rest is "" or "/..."

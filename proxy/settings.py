@@ -34,6 +34,7 @@ class Settings:
     upstream_read_timeout: float = 600.0
     upstream_pool_size: int = 1000
     sse_heartbeat: float = 15.0
+    websocket_idle_timeout: float = 600.0  # seconds a WebSocket may carry nothing either way before it is closed
     cors_origins: str = "*"
     log_level: str = "INFO"
 

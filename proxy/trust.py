@@ -70,6 +70,11 @@ class TrustedProxies:
                 host = hosts[-min(self.hops or 1, len(hosts))]
         return scheme, host
 
+    def public_base_url(self, environ: dict) -> str:
+        """This deployment's address as the client reached it, e.g. `https://relay.example.com`."""
+        scheme, host = self.scheme_and_host(environ)
+        return f"{scheme}://{host}"
+
 
 def _split(header: str) -> list[str]:
     return [item.strip() for item in header.split(",") if item.strip()]

@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_environ_proxies, select_proxy
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 from urllib3.util import SKIP_HEADER
 
 from .routes import Route
@@ -78,17 +78,50 @@ class Upstream:
                 prepared.headers[name] = SKIP_HEADER
         prepared.body = body
         prepared.hooks = {"response": []}
-        proxies = self._proxies.get(origin)
-        if proxies is None:
-            proxies = self._proxies[origin] = _proxies_for(origin)
         try:
             return self.adapter.send(
-                prepared, stream=True, timeout=timeout or self.timeout, proxies=proxies, verify=self.verify
+                prepared, stream=True, timeout=timeout or self.timeout, proxies=self.proxies(origin), verify=self.verify
             )
         except (requests.ConnectTimeout, requests.ReadTimeout) as exc:
             raise UpstreamTimeout(str(exc)) from exc
         except requests.ConnectionError as exc:
             raise UpstreamUnreachable(str(exc)) from exc
+
+    def proxies(self, origin: str) -> dict[str, str]:
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = self._proxies[origin] = _proxies_for(origin)
+        return proxies
+
+    def open_socket(self, origin: str) -> socket.socket:
+        """A connection of its own to `origin`, for a protocol that takes it over (WebSocket); the caller closes it.
+
+        It is made as the pool makes its own: through the outbound proxy chosen for `origin` (a CONNECT tunnel,
+        for a plain-HTTP upstream too, since proxies do not forward upgrades), with the same certificate checks.
+        """
+        prepared = requests.PreparedRequest()
+        prepared.url = origin + "/"
+        proxies = self.proxies(origin)
+        proxy = select_proxy(origin, proxies)
+        try:
+            pool = self.adapter.get_connection_with_tls_context(prepared, self.verify, proxies)
+            conn = pool._new_conn()  # a fresh connection with the pool's TLS and proxy settings, never a pooled one
+            conn.timeout = self.timeout[0]
+            if proxy and pool.scheme == "https":
+                pool._prepare_proxy(conn)  # CONNECT, then TLS with the upstream inside the tunnel
+            elif proxy:
+                target = urlsplit(origin)
+                conn.set_tunnel(target.hostname, target.port or 80, headers=self.adapter.proxy_headers(proxy))
+                conn.connect()
+            else:
+                conn.connect()
+        except NewConnectionError as exc:
+            raise UpstreamUnreachable(str(exc)) from exc
+        except (ConnectTimeoutError, TimeoutError) as exc:
+            raise UpstreamTimeout(str(exc)) from exc
+        except (OSError, HTTPError) as exc:  # refused, DNS, TLS, a proxy that refused the tunnel
+            raise UpstreamUnreachable(str(exc)) from exc
+        return conn.sock
 
     def close(self) -> None:
         self.adapter.close()

@@ -58,7 +58,7 @@ def take_turn(turn: Turn, creds: Credentials) -> Response:
             lock.write(session.with_turn(system, turn.content, reply, *limits))
 
         if turn.stream and upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
-            response = client_response(upstream, settings.sse_heartbeat)
+            response = client_response(upstream, route.heartbeat)  # the v1 route's heartbeat
             response.response = RecordedStream(response.response, upstream, record, lock)
             handed_to_stream = True  # the stream releases the lock when the server closes it
             return response

@@ -24,7 +24,10 @@ Every request is recorded (`FakeUpstream.records`), with whether and when the
 client closed the connection early. Routes are matched on the path's end, so
 `/v1/chat/completions` and `/openai/v1/chat/completions` reach the same handler;
 any unknown path answers with an echo of the request. More handlers can be
-added with `FakeUpstream.route(suffix)`.
+added with `FakeUpstream.route(suffix)`. Besides OpenAI's endpoints it serves Gemini's
+`:streamGenerateContent` / `:generateContent` and resumable `upload/v1beta/files`,
+Anthropic-on-Vertex `:rawPredict`, and Anthropic's `messages/batches` (whose
+`results_url` is absolute, at this server, as the real API's is).
 """
 
 from __future__ import annotations
@@ -338,6 +341,108 @@ async def error(req: Request, status: int) -> None:
                               "code": codes.get(status)}}, status=status, headers=headers)
 
 
+def gemini_text(payload: dict) -> str:
+    for content in reversed(payload.get("contents") or []):
+        texts = [part.get("text", "") for part in content.get("parts", []) if isinstance(part, dict)]
+        if content.get("role", "user") == "user" and texts:
+            return "".join(texts)
+    return ""
+
+
+def gemini_chunk(text: str, finished: bool, model: str) -> dict:
+    """One `GenerateContentResponse` as the Gemini API streams it."""
+    candidate: dict = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if finished:
+        candidate["finishReason"] = "STOP"
+    return {"candidates": [candidate],
+            "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 3, "totalTokenCount": 7},
+            "modelVersion": model, "responseId": "fake-response-id"}
+
+
+def gemini_model(req: Request) -> str:
+    return req.record.path.rpartition("/models/")[2].partition(":")[0] or "gemini-2.5-flash"
+
+
+async def gemini_stream(req: Request) -> None:
+    """`models/<m>:streamGenerateContent?alt=sse`: `data: {...}` events, CRLF-separated as Google sends them."""
+    reply = req.h("x-fake-reply") or f"echo: {gemini_text(req.record.json() if req.record.body else {})}"
+    pieces = split_reply(reply, int(req.h("x-fake-chunks", "3")))
+    model = gemini_model(req)
+    events = [b"data: " + json.dumps(gemini_chunk(piece, i == len(pieces) - 1, model)).encode() + b"\r\n\r\n"
+              for i, piece in enumerate(pieces)]
+    await req.stream(events)
+
+
+async def gemini_generate(req: Request) -> None:
+    reply = req.h("x-fake-reply") or f"echo: {gemini_text(req.record.json() if req.record.body else {})}"
+    await req.json(gemini_chunk(reply, True, gemini_model(req)))
+
+
+async def gemini_upload(req: Request) -> None:
+    """Gemini's resumable upload: `start` answers with `x-goog-upload-url` at this server; `upload, finalize`
+    there answers with the file."""
+    command = req.h("x-goog-upload-command")
+    if command == "start":
+        url = f"http://{req.h('host')}{req.record.path}?upload_id=fake-upload-1&upload_protocol=resumable"
+        await req.send(200, [("x-goog-upload-url", url), ("x-goog-upload-status", "active"),
+                             ("x-goog-upload-chunk-granularity", "8388608"), ("Content-Type", "text/plain")])
+        return
+    digest = hashlib.sha256(req.record.body).hexdigest()
+    file = {"name": "files/fake-file-1", "displayName": digest, "mimeType": "text/plain",
+            "sizeBytes": str(req.record.body_len), "state": "ACTIVE",
+            "uri": f"http://{req.h('host')}/v1beta/files/fake-file-1", "sha256Hash": digest}
+    status = "final" if "finalize" in command else "active"
+    await req.json({"file": file}, headers=[("x-goog-upload-status", status)])
+
+
+def anthropic_message(model: str, text: str) -> dict:
+    return {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 2}}
+
+
+async def vertex_raw_predict(req: Request) -> None:
+    """Anthropic on Vertex AI: `.../publishers/anthropic/models/<model>@<version>:rawPredict`."""
+    model = req.record.path.rpartition("/models/")[2].partition(":")[0]
+    await req.json(anthropic_message(model, f"vertex: {req.record.path}"))
+
+
+BATCH_ID = "msgbatch_fake01"
+
+
+def anthropic_batch(base: str, batch_id: str, status: str) -> dict:
+    """A message batch; once ended, its `results_url` is absolute, at this server, as the real API's is."""
+    ended = status == "ended"
+    return {"id": batch_id, "type": "message_batch", "processing_status": status,
+            "request_counts": {"processing": 0 if ended else 2, "succeeded": 2 if ended else 0, "errored": 0,
+                               "canceled": 0, "expired": 0},
+            "ended_at": "2026-01-01T00:10:00Z" if ended else None, "created_at": "2026-01-01T00:00:00Z",
+            "expires_at": "2026-01-02T00:00:00Z", "archived_at": None, "cancel_initiated_at": None,
+            "results_url": f"{base}/{batch_id}/results" if ended else None}
+
+
+async def anthropic_batches(req: Request) -> None:
+    """`/v1/messages/batches`: create (POST), list (GET); `/<id>`: retrieve; `/<id>/cancel`; `/<id>/results`."""
+    path = req.record.path
+    head, _, tail = path.partition("/messages/batches")
+    base = f"http://{req.h('host')}{head}/messages/batches"
+    parts = [part for part in tail.split("/") if part]
+    if not parts and req.record.method == "POST":
+        await req.json(anthropic_batch(base, BATCH_ID, "in_progress"))
+    elif not parts:
+        batches = [anthropic_batch(base, BATCH_ID, "ended"), anthropic_batch(base, "msgbatch_2", "ended")]
+        await req.json({"data": batches, "has_more": False, "first_id": BATCH_ID, "last_id": "msgbatch_2"})
+    elif parts[1:] == ["results"]:
+        lines = [json.dumps({"custom_id": f"req-{n}", "result": {
+            "type": "succeeded", "message": anthropic_message("claude-sonnet-4", f"result {n} of {parts[0]}")}})
+            for n in (1, 2)]
+        await req.send(200, [("Content-Type", "application/binary")], "\n".join(lines).encode() + b"\n")
+    elif parts[1:] == ["cancel"]:
+        await req.json(anthropic_batch(base, parts[0], "canceling"))
+    else:
+        await req.json(anthropic_batch(base, parts[0], "ended"))
+
+
 class FakeUpstream:
     """The server; run it in a background thread (`start()`) or as a process (`python -m tests.fake_upstream`)."""
 
@@ -349,8 +454,11 @@ class FakeUpstream:
         self.handlers: dict[str, Handler] = {}
         self.refused_keys: dict[str, int] = {}
         for suffix, handler in [("/chat/completions", chat_completions), ("/responses", responses),
-                                ("/embeddings", embeddings), ("/models", models), ("/files", files),
-                                ("/audio/speech", speech), ("/download", download), ("/upload", upload)]:
+                                ("/embeddings", embeddings), ("/models", models),
+                                ("/upload/v1beta/files", gemini_upload), ("/files", files),
+                                ("/audio/speech", speech), ("/download", download), ("/upload", upload),
+                                (":streamGenerateContent", gemini_stream), (":generateContent", gemini_generate),
+                                (":rawPredict", vertex_raw_predict)]:
             self.route(suffix, handler)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -485,6 +593,9 @@ class FakeUpstream:
             await error(req, int(status))
             return
         path = urlsplit(req.record.target).path
+        if "/messages/batches" in path:
+            await anthropic_batches(req)
+            return
         for suffix, handler in self.handlers.items():
             if path.endswith(suffix):
                 await handler(req)

@@ -86,6 +86,16 @@ class RelayServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def logged(self, line: str, times: int = 1, wait: float = 5.0) -> bool:
+        """Whether `line` is in the log `times` times, within `wait` seconds (the access log writes a request's
+        line when its response is closed, just after the client has read it)."""
+        deadline = time.monotonic() + wait
+        while self.log().count(line) < times:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]

@@ -30,6 +30,9 @@ ROWS_WITH_NUMBERS = {
     "concurrent streams held, 200 tried": ("relay",),
     "relay peak RSS during 200 streams, MiB": ("relay",),
     "relay worker RSS idle / peak of the run, MiB": ("relay",),
+    "WebSocket echoes/s, 100 sockets": ("direct", "relay", "relay vs direct"),
+    "WebSocket round trip p50 ms, 100 sockets": ("direct", "relay", "relay vs direct"),
+    "WebSocket round trip p99 ms, 100 sockets": ("direct", "relay", "relay vs direct"),
 }
 TARGET_ROWS = [
     "non-stream req/s, 16 connections",

@@ -12,7 +12,10 @@ import sys
 import pytest
 import requests
 from markupsafe import escape
+from werkzeug.datastructures import LanguageAccept
+from werkzeug.http import parse_accept_header
 
+from landing.texts import TEXTS, choose_language
 from tests.relay_server import clean_environ
 
 JSON = {"Accept": "application/json"}
@@ -46,10 +49,11 @@ def test_page_shows_the_relay_its_routes_and_this_deployments_base_url(relay):
     for prefix in requests.get(relay.url + "/healthz", timeout=10).json()["routes"]:
         assert f"<code>{prefix}/...</code>" in body
     assert "Pass-through" in body
-    # Self-contained: nothing is loaded from anywhere, and the policy says so to the browser.
-    assert not re.search(r'(src|href)="(?!data:|#)', body)
+    # Self-contained: nothing is loaded from anywhere (the only links are the page's own language switch),
+    # and the policy says so to the browser.
+    assert not re.search(r'(src|href)="(?!data:|#|\?lang=(en|zh)")', body)
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
-    assert response.headers["Vary"] == "Accept"
+    assert response.headers["Vary"] == "Accept, Accept-Language"
 
 
 def test_json_gives_the_same_facts_as_the_page(relay):
@@ -158,3 +162,76 @@ def test_curl_snippet_runs_as_pasted(relay):
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["choices"][0]["message"]["content"] == "echo: Hello!"
+
+
+# -- languages ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "query", "expected"),
+    [
+        ("", "", "en"),
+        ("zh-CN,zh;q=0.9,en;q=0.8", "", "zh"),
+        ("zh", "", "zh"),
+        ("zh-TW,zh;q=0.9", "", "zh"),
+        ("en-US,en;q=0.9,zh-CN;q=0.8", "", "en"),
+        ("fr-FR,fr;q=0.9,zh-CN;q=0.5", "", "zh"),
+        ("fr-FR,de;q=0.9", "", "en"),
+        ("*", "", "en"),
+        ("zh-CN", "en", "en"),
+        ("en", "zh", "zh"),
+        ("en", "ZH", "zh"),
+        ("zh-CN", "xx", "zh"),  # an unknown ?lang= falls back to the header
+        ("zh-CN", "<script>", "zh"),
+    ],
+)
+def test_language_is_lang_then_accept_language_then_english(accept_language, query, expected):
+    args = {"lang": query} if query else {}
+    assert choose_language(args, parse_accept_header(accept_language, LanguageAccept)) == expected
+
+
+def test_both_languages_say_everything():
+    assert TEXTS["en"].keys() == TEXTS["zh"].keys()
+    assert all(value.strip() for texts in TEXTS.values() for value in texts.values())
+
+
+def html_lang(body: str) -> str:
+    match = re.search(r'<html lang="([^"]+)">', body)
+    assert match
+    return match.group(1)
+
+
+def test_page_speaks_chinese_or_english_by_accept_language_and_the_switch(relay):
+    english = page(relay.url).text
+    chinese = page(relay.url, **{"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}).text
+    assert html_lang(english) == "en" and "The relay is up" in english and "中转" not in english
+    assert html_lang(chinese) == "zh-CN" and "中转服务运行中" in chinese and "The relay is up" not in chinese
+    assert "直通模式" in chinese and "Pass-through" in english
+    # The switch, on both pages: the page's own address with ?lang=, the current language marked.
+    for body, current in ((english, "en"), (chinese, "zh")):
+        links = re.findall(r'<a href="\?lang=(\w+)"[^>]*?( aria-current="true")?>', body)
+        assert sorted(code for code, _ in links) == ["en", "zh"]
+        assert [code for code, marked in links if marked] == [current]
+    # The switch wins over the header, both ways.
+    switched = requests.get(relay.url + "/?lang=en", headers={"Accept-Language": "zh-CN"}, timeout=10).text
+    assert html_lang(switched) == "en"
+    switched = requests.get(relay.url + "/?lang=zh", headers={"Accept-Language": "en"}, timeout=10).text
+    assert html_lang(switched) == "zh-CN"
+    # The same facts in both: base URL and snippets (commands and code are not translated).
+    assert shown_base_url(chinese) == shown_base_url(english) == relay.url + "/v1"
+    for snippet in facts(relay.url)["snippets"].values():
+        assert str(escape(snippet)) in chinese
+    # JSON is the same whatever the language.
+    assert facts(relay.url, **{"Accept-Language": "zh-CN"}) == facts(relay.url)
+
+
+def test_chinese_page_keeps_the_strict_policy_and_escapes_what_clients_send(start_relay):
+    relay = start_relay(TRUSTED_PROXIES="1")
+    hostile = '"><script>alert(1)</script>'
+    response = requests.get(relay.url + "/?lang=zh", headers={"X-Forwarded-Host": hostile, "Accept": "text/html"},
+                            timeout=10)
+    assert response.status_code == 200 and html_lang(response.text) == "zh-CN"
+    assert hostile not in response.text
+    policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'nonce-" in policy
+    assert response.text.count("<script") == 1

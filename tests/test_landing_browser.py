@@ -149,3 +149,38 @@ def test_copy_button_copies_the_base_url(browser, relay):
     assert browser.evaluate(f"{button}.textContent") == "Copied"
     assert browser.evaluate("navigator.clipboard.readText()") == relay.url + "/v1"
     assert browser.problems() == []
+
+
+STATUS = {"en": "The relay is up", "zh": "中转服务运行中"}
+COPIED = {"en": "Copied", "zh": "已复制"}
+
+
+@pytest.mark.parametrize(("accept_language", "lang", "other"), [("en-US,en;q=0.9", "en", "zh"),
+                                                                 ("zh-CN,zh;q=0.9,en;q=0.8", "zh", "en")])
+def test_page_speaks_the_browsers_language_and_its_switch_changes_it(browser, relay, accept_language, lang, other):
+    browser.call("Network.enable")
+    browser.call("Network.setExtraHTTPHeaders", headers={"Accept-Language": accept_language})
+    browser.load(relay.url + "/")
+    assert browser.problems() == []
+    assert browser.requests_made() == [relay.url + "/"]
+    assert browser.evaluate("document.documentElement.lang") == {"en": "en", "zh": "zh-CN"}[lang]
+    assert browser.evaluate("document.getElementById('status').textContent").startswith(STATUS[lang])
+    current = browser.evaluate("document.querySelector('#languages a[aria-current]').getAttribute('href')")
+    assert current == f"?lang={lang}"
+    # The visible switch: following the other link shows the page in the other language, the same facts.
+    browser.events.clear()
+    browser.evaluate(f"document.querySelector('#languages a[href=\"?lang={other}\"]').click()")
+    browser.wait_for("Page.loadEventFired")
+    browser.settle(0.5)
+    assert browser.evaluate("location.href") == f"{relay.url}/?lang={other}"
+    assert browser.evaluate("document.getElementById('status').textContent").startswith(STATUS[other])
+    assert browser.evaluate("document.getElementById('openai-base-url').textContent") == relay.url + "/v1"
+    # The copy button speaks it too.
+    browser.call("Browser.grantPermissions", origin=relay.url,
+                 permissions=["clipboardReadWrite", "clipboardSanitizedWrite"])
+    browser.call("Emulation.setFocusEmulationEnabled", enabled=True)
+    button = "document.querySelector('button[data-copy-target=openai-base-url]')"
+    browser.evaluate(f"{button}.click()")
+    browser.settle(0.5)
+    assert browser.evaluate(f"{button}.textContent") == COPIED[other]
+    assert browser.problems() == []

@@ -79,8 +79,8 @@ def test_upstream_silent_mid_stream_cuts_the_stream(start_relay):
         "/v1/%2e%2e/%2e%2e/admin",
         "/v1/%252e%252e/admin",
         "/v1/models/..%2F..%2Fadmin",
-        "/v1/@evil.example/models",
-        "/v1%40evil.example/models",
+        "/openai%2F@evil.example/models",
+        "/openai%2f%40evil.example/models",
         "/v1/models\\..\\admin",
         "/openai/..",
     ],
@@ -93,6 +93,32 @@ def test_path_tricks_are_refused_and_never_reach_any_host(relay, fake, target):
     assert b'"invalid_path"' in answer or b'"invalid_request_error"' in answer
     time.sleep(0.05)
     assert fake.tagged(tag) == []
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "reaches"),
+    [
+        ("/v1/@evil.example/x", 200, "/v1/@evil.example/x"),
+        ("/v1/models/claude-sonnet-4@20250514:rawPredict", 200, "/v1/models/claude-sonnet-4@20250514:rawPredict"),
+        ("/v1/%40evil.example/models", 200, "/v1/%40evil.example/models"),
+        ("/v1@evil.example/models", 404, None),
+        ("/v1%40evil.example/models", 404, None),
+        ("/openai@evil.example/v1/models", 404, None),
+    ],
+)
+def test_an_at_sign_in_the_path_never_changes_the_host(relay, fake, target, status, reaches):
+    """'@' is allowed in paths (Vertex AI model ids), and still only the route's upstream is ever asked."""
+    tag = f"at-{target}"
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-fake-tag: {tag}\r\nConnection: close\r\n\r\n"
+    answer = raw_request(relay.port, request.encode())
+    assert status_of(answer) == status
+    time.sleep(0.05)
+    if reaches is None:
+        assert fake.tagged(tag) == []
+    else:
+        sent = fake.by_tag(tag)
+        assert sent.target == reaches
+        assert sent.header("host") == f"127.0.0.1:{fake.port}"  # the route's upstream, nobody else
 
 
 def test_host_headers_cannot_redirect_the_relay(relay, fake):

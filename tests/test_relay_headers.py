@@ -76,8 +76,8 @@ def test_host_is_the_upstreams(relay, fake):
         ("/dashboard/billing/echo?start_date=2024-01-01", "/dashboard/billing/echo?start_date=2024-01-01"),
         ("/anthropic/v1/echo/messages", "/anthropic-upstream/v1/echo/messages"),
         (
-            "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key=gk",
-            "/gemini-upstream/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key=gk",
+            "/gemini/v1beta/models/gemini-2.0-flash:countTokens?alt=sse&key=gk",
+            "/gemini-upstream/v1beta/models/gemini-2.0-flash:countTokens?alt=sse&key=gk",
         ),
     ],
 )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 import responses
 from urllib3.util import SKIP_HEADER
 
 from proxy.headers import request_headers, response_headers
+from proxy.public_urls import Relocation
 from proxy.routes import BadTarget, build_routes, check_target, upstream_url
 from proxy.settings import Settings, SettingsError
 from proxy.upstream import Upstream
@@ -28,17 +31,55 @@ def test_route_table_and_bad_route_settings():
     assert routes["openai"].base == "https://one.example/base"
     assert routes["groq"].base == "https://g.example/openai"
     assert routes["groq"].key_group == "groq"
-    for bad in ("noequals", "x=ftp://h", "=https://h", "a b=https://h"):
+    for bad in ("noequals", "x=ftp://h", "=https://h", "a b=https://h", "x=https://h;heartbeat=maybe",
+                "x=https://h;beat=on", "x=https://h;heartbeat"):
         with pytest.raises(SettingsError):
             build_routes(Settings.load({"ROUTES": bad}))
 
 
+def test_heartbeat_per_route():
+    routes = build_routes(Settings.load({"SSE_HEARTBEAT": "7", "ROUTES": (
+        "groq=https://g.example/openai, quiet=https://q.example;heartbeat=off, "
+        "vertex=https://us-east5-aiplatform.googleapis.com/v1,"
+        "loud=https://generativelanguage.googleapis.com ; heartbeat=on"
+    )}))
+    beats = {prefix: route.heartbeat for prefix, route in routes.items()}
+    assert beats == {"v1": 7, "openai": 7, "dashboard": 7, "anthropic": 7, "gemini": 0,
+                     "groq": 7, "quiet": 0, "vertex": 0, "loud": 7}
+    assert routes["loud"].base == "https://generativelanguage.googleapis.com"
+    with pytest.raises(SettingsError, match=r"ROUTES\[x\]: unknown option 'heartbeat=sometimes'"):
+        build_routes(Settings.load({"ROUTES": "x=https://h;heartbeat=sometimes"}))
+    assert build_routes(Settings.load({"SSE_HEARTBEAT": "0", "ROUTES": "x=https://h;heartbeat=on"}))["x"].heartbeat == 0
+
+
+def test_relocating_urls_in_json_keeps_every_other_byte():
+    base = "https://api.anthropic.com"
+    relocation = Relocation(base, "https://relay.example/anthropic", "results_url")
+    body = (b'{"id": "b1",\n  "results_url": "https://api.anthropic.com/v1/messages/batches/b1/results",'
+            b' "note": "caf\\u00e9", "other": "https://files.example/x"}')
+    assert relocation.body(body) == body.replace(b"https://api.anthropic.com", b"https://relay.example/anthropic")
+    listed = b'{"data": [{"results_url": "https:\\/\\/api.anthropic.com\\/v1\\/r"}, {"results_url": null}]}'
+    assert json.loads(relocation.body(listed)) == {"data": [{"results_url": "https://relay.example/anthropic/v1/r"},
+                                                            {"results_url": None}]}
+    for untouched in (b'{"results_url": "https://api.anthropic.com.evil.example/r"}', b"not json", b"[1, 2]",
+                      b'{"results_url": "https://other.example/v1/r"}'):
+        assert relocation.body(untouched) == untouched
+    assert Relocation(base, "https://relay.example/anthropic").body(body) == body  # no field for this endpoint
+    assert relocation.headers([("X-Goog-Upload-URL", base + "/upload?id=1"), ("Location", base + "/x")]) == [
+        ("X-Goog-Upload-URL", "https://relay.example/anthropic/upload?id=1"), ("Location", base + "/x")]
+
+
 def test_target_checks():
     assert check_target("/v1/models?x=%2F") == ("/v1/models", "x=%2F")
-    for bad in ("http://evil/v1", "/v1/../x", "/v1/%2E%2E/x", "/v1//x", "/v1/a@b", "/v1/a\\b", "/v1/%00"):
+    assert check_target("/v1/models/claude-sonnet-4@20250514:rawPredict")[0].endswith("@20250514:rawPredict")
+    for bad in ("http://evil/v1", "/v1/../x", "/v1/%2E%2E/x", "/v1//x", "/v1/a\\b", "/v1/%00", "/v1/%5C", "/v1/%2F%2F"):
         with pytest.raises(BadTarget):
             check_target(bad)
     routes = build_routes(Settings.load({}))
+    assert upstream_url(routes["v1"], "/v1/@evil.example/x", "") == "https://api.openai.com/v1/@evil.example/x"
+    for path in ("/openai%2F@evil.example/x", "/openai@evil.example/x", "/openaix"):  # the prefix must end at '/'
+        with pytest.raises(BadTarget):
+            upstream_url(routes["openai"], path, "")
     assert upstream_url(routes["gemini"], "/gemini/v1beta/m:gen", "alt=sse") == (
         "https://generativelanguage.googleapis.com/v1beta/m:gen?alt=sse"
     )
