@@ -3,7 +3,8 @@
 `create_app()` builds one `Access` from the settings (`Access.from_settings`) and
 keeps it in `app.extensions["access"]`. The relay's routes go through
 `Access.admit()`; the relay's own endpoints that call an upstream with a key the
-client gave them (session chat, balance) use `upstream_key()`.
+client gave them use `upstream_key()` (balance: its key is in the query), or
+`admit()` before reading the body and `key_for()` once it is read (session chat).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from flask import current_app, request
 
 from .control import Access, AccessDenied, Grant
 
-__all__ = ["Access", "AccessDenied", "Grant", "current_access", "upstream_key"]
+__all__ = ["Access", "AccessDenied", "Grant", "admit", "current_access", "key_for", "upstream_key"]
 
 
 def current_access() -> Access:
@@ -35,3 +36,17 @@ def upstream_key(presented_key: str | None, group: str = "openai") -> str:
     `Retry-After`) when the request may not go upstream. Needs a request context.
     """
     return current_access().upstream_key(presented_key, group, request.environ)
+
+
+def admit(group: str = "openai", also: str | None = None) -> Grant:
+    """Check the current request's relay key (header or `?key=`, or `also`: a body's `apiKey`) and rate limit.
+
+    The grant's `holder` names the relay key that was checked ("" in pass-through mode).
+    Raises `AccessDenied`. Counts the request against `RATE_LIMIT`: call it once per request.
+    """
+    return current_access().admit(request.environ, group, also)
+
+
+def key_for(grant: Grant, presented_key: str | None) -> str:
+    """The key to send upstream for an admitted request whose body (or header) presented `presented_key`."""
+    return current_access().key_for(grant, presented_key, request.environ)

@@ -9,6 +9,13 @@ Two modes:
   a relay key, and passes the client's other credential through.
 Upstream keys without relay keys would pay for anyone on the internet: the relay
 refuses to start so, unless `ALLOW_OPEN_RELAY=1`.
+
+Wrong relay keys are counted per client IP (`RELAY_KEY_FAILURES`, 20 a minute by
+default). Once an address is over, every request from it that carries a key gets a
+429 before its key is even compared, so guessing stops there: a valid key from that
+address waits too, or a guesser could tell a hit by its status. Only a key that is
+wrong counts (a request with none does not), and only the guesser's own address is
+refused: other addresses, the same keys included, are served as before.
 """
 
 from __future__ import annotations
@@ -22,9 +29,9 @@ from proxy.settings import Settings, SettingsError
 from proxy.trust import TrustedProxies
 from usage.metrics import refusals
 
-from .keys import PLACES, RelayKeys, fingerprint, place_key, presented, remove_keys, split_list
+from .keys import PLACES, RelayKeys, digest, fingerprint, place_key, presented, remove_keys, split_list
 from .paths import AllowedPaths
-from .ratelimit import Counter, Limit, MemoryCounter, make_counter, parse_limits
+from .ratelimit import Counter, Limit, MemoryCounter, Verdict, make_counter, parse_limits
 from .rotation import KeyRing
 
 log = logging.getLogger("relay.access")
@@ -57,6 +64,7 @@ class Grant:
     ring: KeyRing | None  # the route's upstream keys; None: the client's credential goes upstream
     remove: frozenset[str]  # places (keys.PLACES) to clear before the request goes upstream
     label: str | None = None  # usage/: the relay key's label (access/labels.py); None in pass-through mode
+    holder: str = ""  # the SHA-256 (hex) of the relay key that was checked; "" in pass-through mode
 
     def strip(self, url: str, headers: dict[str, str]) -> str:
         """Remove the client's keys that must not go upstream from `headers` (in place); return the URL."""
@@ -87,6 +95,8 @@ class Access:
         counter: Counter | None = None,
         paths: AllowedPaths | None = None,
         proxies: TrustedProxies | None = None,
+        failure_limits: tuple[Limit, ...] = (),
+        failures: Counter | None = None,
     ):
         self.relay_keys = relay_keys
         self.rings = dict(rings)
@@ -94,6 +104,11 @@ class Access:
         self.counter = counter
         self.paths = paths or AllowedPaths([])
         self.proxies = proxies or TrustedProxies()
+        self.failure_limits = failure_limits
+        self.failures = failures  # wrong relay keys per client IP
+        # Every upstream key, longest first (so that a key holding another is replaced whole), for `scrub`.
+        keys = {key for ring in self.rings.values() for key in ring.keys}
+        self._secrets = sorted((key.encode() for key in keys), key=len, reverse=True)
 
     @classmethod
     def from_settings(cls, settings: Settings, routes: Iterable[Route]) -> Access:
@@ -116,10 +131,17 @@ class Access:
             )
         if any(len(item.partition(":")[2] or item) < SHORT_RELAY_KEY for item in split_list(settings.relay_keys)):
             log.warning("RELAY_KEYS holds a key shorter than %d characters: it can be guessed", SHORT_RELAY_KEY)
+        if settings.redis_timeout <= 0:
+            raise SettingsError("REDIS_TIMEOUT must be a number of seconds above 0")
         limits = parse_limits(settings.rate_limit)
-        counter = make_counter(settings.redis_url, limits, settings.redis_tls_verify)
+        redis = (settings.redis_tls_verify, settings.redis_timeout)
+        counter = make_counter(settings.redis_url, limits, *redis)
         if isinstance(counter, MemoryCounter) and int(settings.get("WEB_CONCURRENCY") or 1) > 1:
             log.warning("RATE_LIMIT is counted per worker process without REDIS_URL: set it to share one limit")
+        failure_text = settings.relay_key_failures.strip()
+        off = failure_text.lower() in ("off", "0")
+        failure_limits = () if off else parse_limits(failure_text, "RELAY_KEY_FAILURES")
+        failures = make_counter(settings.redis_url, failure_limits, *redis, prefix="relay:keyfailures")
         return cls(
             relay_keys,
             rings,
@@ -127,6 +149,8 @@ class Access:
             counter,
             AllowedPaths.parse(settings.allowed_paths),
             TrustedProxies.parse(settings.trusted_proxies),
+            failure_limits if relay_keys else (),
+            failures if relay_keys else None,
         )
 
     @property
@@ -147,9 +171,16 @@ class Access:
         relay_key, relay_places = None, set()
         if self.relay_keys:
             candidates = [*found.items(), *([("also", also)] if also else [])]
+            if not candidates:
+                raise _relay_key_error(False)
+            guesser = fingerprint(self.proxies.client_ip(environ), "ip") if self.failures is not None else ""
+            if guesser:
+                self._refuse_guesser(self.failures.peek(guesser, self.failure_limits))
             matching = [(place, value) for place, value in candidates if self.relay_keys.matches(value)]
             if not matching:
-                raise _relay_key_error(bool(candidates))
+                if guesser:
+                    self.failures.hit(guesser, self.failure_limits)
+                raise _relay_key_error(True)
             relay_key = matching[0][1]
             relay_places = {place for place, _ in matching} - {"also"}
         if self.counter is not None:
@@ -159,11 +190,15 @@ class Access:
                 self._count(fingerprint(self.proxies.client_ip(environ), "ip"), "this address")
         ring = self.rings.get(group)
         label = self.relay_keys.label_of(relay_key) if relay_key is not None else None
-        return Grant(group, ring, frozenset(PLACES) if ring else frozenset(relay_places), label)
+        holder = digest(relay_key).hex() if relay_key is not None else ""
+        return Grant(group, ring, frozenset(PLACES) if ring else frozenset(relay_places), label, holder)
 
     def upstream_key(self, presented_key: str | None, group: str, environ: dict) -> str:
         """The key to send upstream for a client that presented `presented_key` (see `access.upstream_key`)."""
-        grant = self.admit(environ, group, also=presented_key)
+        return self.key_for(self.admit(environ, group, also=presented_key), presented_key, environ)
+
+    def key_for(self, grant: Grant, presented_key: str | None, environ: dict) -> str:
+        """The key to send upstream for an admitted request whose client also presented `presented_key`."""
         if grant.ring:
             return grant.ring.attempts()[0]
         if not self.relay_keys:
@@ -174,9 +209,21 @@ class Access:
                 return value
         raise AccessDenied(
             401,
-            f"This relay holds no upstream key for {group}: send your own API key along with your relay key.",
+            f"This relay holds no upstream key for {grant.group}: send your own API key along with your relay key.",
             "upstream_key_missing",
         )
+
+    def scrub(self, data: bytes) -> bytes:
+        """`data` with every upstream key the relay holds replaced: for what an upstream says back to clients."""
+        for secret in self._secrets:
+            data = data.replace(secret, b"[upstream key removed by the relay]")
+        return data
+
+    def _refuse_guesser(self, verdict: Verdict) -> None:
+        if not verdict.allowed:
+            message = (f"Too many wrong relay keys from this address (limit {verdict.limit}). "
+                       f"Retry after {verdict.retry_after} s.")
+            raise AccessDenied(429, message, "too_many_relay_key_failures", {"Retry-After": str(verdict.retry_after)})
 
     def _count(self, caller: str, who: str) -> None:
         verdict = self.counter.hit(caller, self.limits)

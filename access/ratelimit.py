@@ -11,8 +11,11 @@ Two stores behind one interface, `Counter.hit(caller, limits)`:
 - `RedisCounter`, when `REDIS_URL` is set: one Lua script checks and counts all
   limits atomically, on the Redis server's clock, so every worker and instance
   shares one limit. If Redis cannot be reached, requests are let through (and a
-  warning logged): an outage of the counter store must not take the relay down.
+  warning logged): an outage of the counter store must not take the relay down,
+  and its breaker (proxy/redis_client.py) keeps a silent Redis from slowing them.
 Callers are named by a hash (`keys.fingerprint`), never by a key or an address.
+`peek` tells whether a caller is over a limit without counting (the relay-key
+failures: only failures count, but a caller over the limit is refused outright).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Protocol
 import redis
 from cachetools import TTLCache
 
-from proxy.redis_client import redis_client
+from proxy.redis_client import redis_link
 from proxy.settings import SettingsError
 
 log = logging.getLogger("relay.access")
@@ -47,7 +50,7 @@ class Limit:
         return f"{self.count}/{self.name}"
 
 
-def parse_limits(value: str) -> tuple[Limit, ...]:
+def parse_limits(value: str, setting: str = "RATE_LIMIT") -> tuple[Limit, ...]:
     """`"60/minute,1000/day"` -> limits; a malformed entry stops the start-up with a clear message."""
     limits = []
     for item in (part.strip() for part in value.split(",")):
@@ -57,7 +60,7 @@ def parse_limits(value: str) -> tuple[Limit, ...]:
         unit = unit.strip().lower()
         unit = _ALIASES.get(unit, unit.removesuffix("s") if unit.endswith("s") and len(unit) > 1 else unit)
         if not count.strip().isdigit() or int(count) < 1 or unit not in PERIODS:
-            raise SettingsError(f"RATE_LIMIT entry {item!r} must look like 60/minute (per second, minute, hour or day)")
+            raise SettingsError(f"{setting} entry {item!r} must look like 60/minute (per second, minute, hour or day)")
         limits.append(Limit(int(count), PERIODS[unit], unit))
     return tuple(limits)
 
@@ -81,6 +84,10 @@ class Counter(Protocol):
         """Count one request of `caller` unless a limit is reached; say which."""
         ...
 
+    def peek(self, caller: str, limits: tuple[Limit, ...]) -> Verdict:
+        """Whether `caller` is over a limit now, counting nothing."""
+        ...
+
 
 class MemoryCounter:
     """Counters in this process, bounded in number (the least recent callers are forgotten first)."""
@@ -90,18 +97,27 @@ class MemoryCounter:
         self._clock = clock
         self._lock = threading.Lock()
 
+    def peek(self, caller: str, limits: tuple[Limit, ...]) -> Verdict:
+        with self._lock:
+            return self._verdict(self._windows.get(caller) or {}, limits, self._clock())
+
+    @staticmethod
+    def _verdict(state: dict[int, list[int]], limits: tuple[Limit, ...], now: float) -> Verdict:
+        worst: Verdict = ALLOWED
+        for limit in limits:
+            window = int(now // limit.period)
+            current = state.get(limit.period)
+            if current and current[0] == window and current[1] >= limit.count:
+                verdict = Verdict.refuse(limit, (window + 1) * limit.period - now)
+                if worst.allowed or verdict.retry_after > worst.retry_after:
+                    worst = verdict
+        return worst
+
     def hit(self, caller: str, limits: tuple[Limit, ...]) -> Verdict:
         with self._lock:
             now = self._clock()
             state: dict[int, list[int]] = self._windows.get(caller) or {}  # period -> [window, count]
-            worst: Verdict = ALLOWED
-            for limit in limits:
-                window = int(now // limit.period)
-                current = state.get(limit.period)
-                if current and current[0] == window and current[1] >= limit.count:
-                    verdict = Verdict.refuse(limit, (window + 1) * limit.period - now)
-                    if worst.allowed or verdict.retry_after > worst.retry_after:
-                        worst = verdict
+            worst = self._verdict(state, limits, now)
             if not worst.allowed:
                 return worst
             for limit in limits:
@@ -112,15 +128,15 @@ class MemoryCounter:
             return ALLOWED
 
 
-# KEYS[i]: the counter of limit i (a hash {w: window, n: count}); ARGV: period1, count1, period2, count2...
-# Returns {index of the refusing limit (1-based) or 0, milliseconds until its window ends}.
+# KEYS[i]: the counter of limit i (a hash {w: window, n: count}); ARGV: 1 to count (0 to peek), then
+# period1, count1, period2, count2... Returns {index of the refusing limit (1-based) or 0, ms until its window ends}.
 _HIT_SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local refused, wait = 0, 0
 local windows = {}
 for i, key in ipairs(KEYS) do
-  local period, count = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local period, count = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   local window = math.floor(now / period)
   windows[i] = window
   local state = redis.call('HMGET', key, 'w', 'n')
@@ -130,13 +146,14 @@ for i, key in ipairs(KEYS) do
   end
 end
 if refused > 0 then return {refused, math.ceil(wait * 1000)} end
+if ARGV[1] ~= '1' then return {0, 0} end
 for i, key in ipairs(KEYS) do
   if tonumber(redis.call('HGET', key, 'w')) == windows[i] then
     redis.call('HINCRBY', key, 'n', 1)
   else
     redis.call('HSET', key, 'w', windows[i], 'n', 1)
   end
-  redis.call('EXPIRE', key, tonumber(ARGV[2 * i - 1]) + 1)
+  redis.call('EXPIRE', key, tonumber(ARGV[2 * i]) + 1)
 end
 return {0, 0}
 """
@@ -147,19 +164,24 @@ WARN_EVERY = 60.0  # seconds between two "Redis unreachable" warnings
 class RedisCounter:
     """Counters in Redis, shared by every process that uses the same server."""
 
-    def __init__(self, url: str, prefix: str = "relay:ratelimit", verify_tls: bool = True):
-        options = {"socket_timeout": 2, "socket_connect_timeout": 2, "health_check_interval": 30}
-        self._redis = redis_client(url, verify_tls, **options)
-        self._script = self._redis.register_script(_HIT_SCRIPT)
+    def __init__(self, url: str, prefix: str = "relay:ratelimit", verify_tls: bool = True, timeout: float = 0.5):
+        self._link = redis_link(url, verify_tls, timeout)
+        self._script = self._link.client.register_script(_HIT_SCRIPT)
         self._prefix = prefix
         self._warned_at = -WARN_EVERY
 
     def hit(self, caller: str, limits: tuple[Limit, ...]) -> Verdict:
+        return self._run(caller, limits, count=True)
+
+    def peek(self, caller: str, limits: tuple[Limit, ...]) -> Verdict:
+        return self._run(caller, limits, count=False)
+
+    def _run(self, caller: str, limits: tuple[Limit, ...], count: bool) -> Verdict:
         # One hash tag per caller keeps its counters on one node of a Redis cluster.
         keys = [f"{self._prefix}:{{{caller}}}:{limit.period}" for limit in limits]
-        args = [value for limit in limits for value in (limit.period, limit.count)]
+        args = [1 if count else 0, *(value for limit in limits for value in (limit.period, limit.count))]
         try:
-            refused, wait_ms = self._script(keys=keys, args=args)
+            refused, wait_ms = self._link.run(self._script, keys=keys, args=args)
         except redis.RedisError as exc:
             self._warn(exc)
             return ALLOWED
@@ -174,10 +196,11 @@ class RedisCounter:
             log.warning("rate limit store (Redis) unreachable, requests are not limited: %s", type(exc).__name__)
 
 
-def make_counter(redis_url: str, limits: tuple[Limit, ...], verify_tls: bool = True) -> Counter | None:
+def make_counter(redis_url: str, limits: tuple[Limit, ...], verify_tls: bool = True, timeout: float = 0.5,
+                 prefix: str = "relay:ratelimit") -> Counter | None:
     """The counter the settings ask for: none without limits, Redis with `REDIS_URL`, else memory."""
     if not limits:
         return None
     if redis_url:
-        return RedisCounter(redis_url, verify_tls=verify_tls)
+        return RedisCounter(redis_url, prefix, verify_tls, timeout)
     return MemoryCounter(longest_period=max(limit.period for limit in limits))

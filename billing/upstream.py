@@ -10,7 +10,7 @@ relay answers with; each endpoint words it in its own error shape.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import requests
 from flask import Request, current_app
 
+from access import current_access
 from proxy.errors import upstream_error_message
 from proxy.routes import Route
 from proxy.upstream import Upstream, UpstreamBrokeOff, UpstreamTimeout, UpstreamUnreachable, read_whole
@@ -76,16 +77,19 @@ class Answer:
 class BillingUpstream:
     """The billing endpoints of the relay's OpenAI route, as seen with one key."""
 
-    def __init__(self, pool: Upstream, route: Route, key: str, extra_headers: Mapping[str, str]):
+    def __init__(self, pool: Upstream, route: Route, key: str, extra_headers: Mapping[str, str],
+                 scrub: Callable[[bytes], bytes] = lambda body: body):
         self.pool = pool
         self.route = route
+        self.scrub = scrub  # removes the relay's upstream keys from what a refusal says
         self.headers = {"Host": route.host, "Accept": "application/json", **extra_headers}
         self.headers["Authorization"] = f"Bearer {key}"
 
     @classmethod
     def for_request(cls, request: Request, key: str) -> BillingUpstream:
         extra = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
-        return cls(current_app.extensions["upstream"], current_app.extensions["routes"]["openai"], key, extra)
+        return cls(current_app.extensions["upstream"], current_app.extensions["routes"]["openai"], key, extra,
+                   current_access().scrub)
 
     def get(self, path: str, params: Mapping[str, str | int] | None = None) -> Answer:
         """GET `path` (with `params`) under the route's base; raise `BillingError` when no answer comes."""
@@ -115,4 +119,6 @@ class BillingUpstream:
             raise BillingError(504, f"The upstream {self.route.host} did not answer in time.") from None
         except UpstreamBrokeOff as exc:
             raise BillingError(502, f"The upstream {self.route.host} {exc}.") from None
+        if not 200 <= response.status_code < 300:
+            body = self.scrub(body)
         return Answer(response.status_code, body, response.headers.get("Content-Type", ""))

@@ -3,7 +3,9 @@
 It wraps the WSGI app rather than using the server's access log so it is the same
 under gunicorn, Vercel and the tests, and it is written when the body is finished,
 so a stream's line carries its real duration and size. No header, query value or
-body is ever logged: keys travel in all three.
+body is ever logged: keys travel in all three. The path is the client's, so it is
+escaped (`loggable_path`): it can neither start a line of its own nor send escape
+codes to the terminal of whoever reads the log.
 """
 
 from __future__ import annotations
@@ -13,6 +15,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 log = logging.getLogger("relay.access")
+
+MAX_LOGGED_PATH = 512  # characters of a path kept in the log line
+
+
+def loggable_path(path: str) -> str:
+    """`path` (a WSGI string: one character per byte) with every byte outside printable ASCII, space and `%`
+    included, as `%XX`, cut to `MAX_LOGGED_PATH` characters."""
+    raw = path.encode("latin-1", "replace")
+    text = "".join(chr(byte) if 0x20 < byte < 0x7F and byte != 0x25 else f"%{byte:02X}" for byte in raw)
+    return text if len(text) <= MAX_LOGGED_PATH else text[:MAX_LOGGED_PATH] + "..."
 
 
 class AccessLog:
@@ -46,7 +58,7 @@ class _Logged:
     def __init__(self, body: Iterable[bytes], environ: dict, status: list[str], started: float):
         self.body = body
         self.method = environ.get("REQUEST_METHOD", "-")
-        self.path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        self.path = loggable_path(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
         self.status = status
         self.started = started
         self.sent = 0

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import requests
 from flask import Response, current_app, g, request
+from urllib3.response import HTTPResponse
 
 from .body import BodyTooLarge, ClientBody, ClientBodyError, request_body
 from .departure import ClientGone, watch_departure
@@ -32,9 +33,12 @@ if TYPE_CHECKING:  # access/ and usage/ import proxy/: the app's Access and Usag
     from access import Access, Grant
     from usage.meter import Usage
 
-# Answers the relay changes (proxy/public_urls.py) are read whole, decoded, up to this size: one announced
-# larger passes unchanged, one found larger on the way is a 502 (batch objects and lists are far smaller).
+# Answers the relay changes are read whole, decoded, up to this size. Relocated answers (proxy/public_urls.py)
+# announced larger pass unchanged; error bodies scrubbed of keys have no such way out: one larger is a 502.
 CHANGED_BODY_LIMIT = 8 * 1024 * 1024
+
+BodyChange = Callable[[bytes], bytes]  # the whole, decoded body in; the body to send out
+DECODABLE = frozenset(HTTPResponse.CONTENT_DECODERS)  # gzip, deflate, and br / zstd when their library is installed
 
 
 class RelayResponse(Response):
@@ -100,7 +104,9 @@ def relay(route: Route) -> Response:
         return openai_error(502, f"The upstream {route.host} answered before it had the whole request body.",
                             "upstream_early_answer")
     relocation = relocation_for(route, path, request.environ, access_control().proxies)
-    return client_response(upstream, route.heartbeat, relocation)
+    # Behind a relay key, an error body could repeat the server's key (a leaky upstream, an echoing gateway).
+    scrub = access_control().scrub if grant.ring is not None and upstream.status_code >= 400 else None
+    return client_response(upstream, route.heartbeat, relocation, scrub)
 
 
 def send_body(
@@ -137,8 +143,10 @@ def send_with_keys(
     return upstream
 
 
-def client_response(upstream: requests.Response, heartbeat: float, relocation: Relocation | None = None) -> Response:
-    """The upstream's status, headers and body, as they arrive; upstream URLs in them relocated to the relay."""
+def client_response(upstream: requests.Response, heartbeat: float, relocation: Relocation | None = None,
+                    scrub: BodyChange | None = None) -> Response:
+    """The upstream's status, headers and body, as they arrive; upstream URLs in them relocated to the relay,
+    and, given `scrub`, the body read whole and scrubbed (unless it is an event stream)."""
     headers = response_headers(upstream.raw.headers.items())
     if relocation is not None:
         headers = relocation.headers(headers)
@@ -151,10 +159,15 @@ def client_response(upstream: requests.Response, heartbeat: float, relocation: R
         if "Cache-Control" not in upstream.headers:
             headers.append(("Cache-Control", "no-cache"))
     else:
+        # The one point where an answer is read whole and changed: error bodies to scrub (all of them) and
+        # small JSON bodies to relocate (see proxy/public_urls.py), when their encoding can be read.
+        relocating = relocation is not None and relocation.body_field is not None and _small_json(upstream)
+        relocate = [relocation.body] if relocating else []
+        if scrub is not None:  # every error body: one that cannot be read is not sent as it is
+            return _changed_body(upstream, headers, [scrub, *relocate])
+        if relocate and _undecodable(upstream) is None:  # one in an unknown encoding passes unchanged
+            return _changed_body(upstream, headers, relocate)
         heartbeat = 0
-    # The one point where an answer is read whole and changed: small JSON bodies only (see proxy/public_urls.py).
-    if relocation is not None and relocation.body_field and _small_json(upstream):
-        return _changed_body(upstream, headers, relocation.body)
     body = relay_body(upstream, heartbeat)
     return RelayResponse(body, status=upstream.status_code, headers=headers, direct_passthrough=True)
 
@@ -165,15 +178,31 @@ def _small_json(upstream: requests.Response) -> bool:
     return is_json and (not length or (length.isdigit() and int(length) <= CHANGED_BODY_LIMIT))
 
 
-def _changed_body(upstream: requests.Response, headers: list[tuple[str, str]],
-                  change: Callable[[bytes], bytes]) -> Response:
-    """The upstream's JSON read whole (gzip decoded, so no `Content-Encoding`), changed, with its new length."""
+def _undecodable(upstream: requests.Response) -> str | None:
+    """The answer's content codings urllib3 cannot decode (br without brotli...), or None."""
+    codings = [token.strip().lower() for token in upstream.headers.get("Content-Encoding", "").split(",")]
+    unknown = [token for token in codings if token and token != "identity" and token not in DECODABLE]
+    return ", ".join(unknown) or None
+
+
+def _changed_body(upstream: requests.Response, headers: list[tuple[str, str]], changes: list[BodyChange]) -> Response:
+    """The upstream's body read whole (decoded, so no `Content-Encoding`), changed, with its new length.
+
+    A body that cannot be read whole and decoded is not sent as it is either: 502 (or 504 for a silence).
+    """
+    unknown = _undecodable(upstream)
+    if unknown:
+        abort(upstream)
+        return openai_error(502, f"The upstream answered in an encoding the relay cannot read ({unknown}).",
+                            "upstream_broke_off")
     try:
-        body = change(read_whole(upstream, CHANGED_BODY_LIMIT))
+        body = read_whole(upstream, CHANGED_BODY_LIMIT)
     except UpstreamTimeout:
         return openai_error(504, "The upstream stopped answering.", "upstream_timeout")
     except UpstreamBrokeOff as exc:
         return openai_error(502, f"The upstream {exc}.", "upstream_broke_off")
+    for change in changes:
+        body = change(body)
     kept = [(name, value) for name, value in headers if name.lower() not in ("content-length", "content-encoding")]
     kept.append(("Content-Length", str(len(body))))
     return RelayResponse([body], status=upstream.status_code, headers=kept)

@@ -36,6 +36,11 @@ class BadTarget(ValueError):
     """The request's path or target would leave the route's upstream or prefix."""
 
 
+BUILT_IN_PREFIXES = ("v1", "openai", "dashboard", "anthropic", "gemini")
+# The relay's own top-level paths (a test checks this covers every rule of the app): a route may not hide one.
+OWN_PATHS = ("pro", "healthz", "metrics", "static", "favicon.ico", "robots.txt")
+
+
 def build_routes(settings: Settings) -> dict[str, Route]:
     """The route table: built-in prefixes first, then those from `ROUTES`.
 
@@ -55,7 +60,12 @@ def build_routes(settings: Settings) -> dict[str, Route]:
         prefix, sep, rest = item.partition("=")
         prefix = prefix.strip().strip("/")
         if not sep or not prefix or not prefix.replace("-", "").replace("_", "").isalnum():
-            raise SettingsError(f"ROUTES entry {item!r} must look like 'name=https://host/path'")
+            shown = repr(prefix) if sep else "without '='"  # never the URL: it may hold a password
+            raise SettingsError(f"ROUTES entry {shown} must look like 'name=https://host/path'")
+        if prefix in BUILT_IN_PREFIXES or prefix in OWN_PATHS:
+            raise SettingsError(f"ROUTES name {prefix!r} is taken by the relay itself (/{prefix}); choose another name")
+        if prefix in routes:
+            raise SettingsError(f"ROUTES name {prefix!r} appears twice")
         url, *options = rest.split(";")
         base = _clean_base(url.strip(), f"ROUTES[{prefix}]")
         heartbeat = _heartbeat_option(options, prefix, default=not _is_google(base))
@@ -84,9 +94,20 @@ def _is_google(base: str) -> bool:
 
 
 def _clean_base(url: str, name: str) -> str:
+    """`scheme://host[:port]/path` without a trailing slash; a URL the relay cannot use stops the start-up.
+
+    A URL with credentials (`user:pass@host`) is refused rather than supported: the upstream's
+    `Authorization` header carries its API key, so Basic auth has no place to go, and a password in a URL
+    ends up in messages and logs. The message names the host only.
+    """
     parts = urlsplit(url.strip())
+    if "@" in parts.netloc:
+        shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        raise SettingsError(f"{name}: the URL of {shown} holds credentials (user:password@); remove them, "
+                            "the relay sends the upstream's API key itself")
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise SettingsError(f"{name}={url!r} must be an http(s) URL with no query")
+        shown = f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.netloc else "the value"
+        raise SettingsError(f"{name}: {shown} must be an http(s) URL with no query")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
@@ -133,10 +154,16 @@ def check_target(target: str) -> tuple[str, str]:
 
 
 def upstream_url(route: Route, path: str, query: str) -> str:
-    """`route.base` + the path after the prefix + the query, all as received."""
-    rest = path[len(route.prefix) + 1 :]  # path is "/<prefix>..."; rest is "" or "/..."
-    if not path.startswith(f"/{route.prefix}") or rest[:1] not in ("", "/"):
-        raise BadTarget("the path does not start with the route's prefix")  # e.g. "/openai%2F@evil.example"
+    """`route.base` + the path after the prefix + the query, all as received.
+
+    The prefix must be sent as it is: `/%76%31/models` is routed to `/v1` after decoding, but cutting the
+    raw path at the prefix's length would send `/v16%31/models`; `/openai%2F@evil.example` would leave the
+    route. No client encodes a prefix's plain letters, so such a path is refused rather than guessed at.
+    """
+    head = f"/{route.prefix}"
+    rest = path[len(head) :]  # path is "/<prefix>..."; rest is "" or "/..."
+    if not path.startswith(head) or rest[:1] not in ("", "/"):
+        raise BadTarget(f"the route prefix must be sent as {head}, not percent-encoded")
     url = route.base + rest + (f"?{query}" if query else "")
     parts = urlsplit(url)
     if f"{parts.scheme}://{parts.netloc}" != route.origin or not parts.path.startswith(urlsplit(route.base).path):

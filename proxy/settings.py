@@ -59,6 +59,7 @@ class Settings:
     key_cooldown: float = 60.0
     allow_open_relay: bool = False
     rate_limit: str = ""
+    relay_key_failures: str = "20/minute"  # wrong relay keys per client IP before a 429; "off" disables
     trusted_proxies: str = ""
     allowed_paths: str = ""
 
@@ -72,6 +73,7 @@ class Settings:
     # Shared state: the URL of a Redis server, if any (REDIS_URL, else KV_URL).
     redis_url: str = ""
     redis_tls_verify: bool = True  # REDIS_TLS_VERIFY=0 for Heroku's self-signed rediss:// certificate
+    redis_timeout: float = 0.5  # seconds to connect and for each answer; a failure skips Redis for a few seconds
 
     # Every environment variable, for settings named after a route (`<PREFIX>_API_KEY`).
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)

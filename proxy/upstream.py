@@ -79,8 +79,9 @@ class Upstream:
         prepared.method = method
         prepared.url = url
         prepared.headers = CaseInsensitiveDict(headers)
-        if "user-agent" not in prepared.headers:
-            prepared.headers["User-Agent"] = SKIP_HEADER  # urllib3 would add its own
+        for name in ("User-Agent", "Accept-Encoding"):  # urllib3 would add its own (`identity` for the latter)
+            if name not in prepared.headers:
+                prepared.headers[name] = SKIP_HEADER
         prepared.body = body
         prepared.hooks = {"response": []}
         try:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 import requests
 from flask import Response, current_app, request
 
+from access import current_access
 from proxy.departure import ClientGone, watch_departure
 from proxy.errors import upstream_error_message
 from proxy.headers import request_headers
@@ -164,11 +165,11 @@ def _read_all(upstream: requests.Response, host: str) -> bytes:
 
 
 def _refusal(upstream: requests.Response, host: str) -> Failure:
-    """The upstream's status and its own error message (OpenAI shape), as a `Failure`."""
+    """The upstream's status and its own error message (OpenAI shape, any upstream key removed), as a `Failure`."""
     status = upstream.status_code
     message = f"The upstream {host} answered {status}."
     with contextlib.suppress(Failure):  # no readable error body: the status says enough
-        message = upstream_error_message(_read_all(upstream, host)) or message
+        message = upstream_error_message(current_access().scrub(_read_all(upstream, host))) or message
     headers = {name: upstream.headers[name] for name in ("Retry-After",) if name in upstream.headers}
     return Failure(status if status >= 400 else 502, message, headers)
 

@@ -10,22 +10,22 @@ lock still holds this turn's token, so a turn that lost its lease can never
 overwrite another's.
 
 The client connects on first use, so the relay starts and relays while Redis
-is down; each call then fails fast (one retry, short timeouts) with a 503.
+is down; each call then fails fast with a 503: short timeouts (`REDIS_TIMEOUT`),
+and the breaker the rate-limit counters share (proxy/redis_client.py) skips a
+Redis that just failed, so even a Redis that never answers costs a turn at most
+one timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import NoBackoff
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
-from redis.retry import Retry
 
-from proxy.redis_client import redis_client
+from proxy.redis_client import redis_link
 
 from .history import Session
 from .store import SessionBusy, SessionKey, SessionLock, SessionStore, StoreUnavailable
@@ -54,21 +54,18 @@ def session_key(key: SessionKey) -> str:
 
 
 class RedisStore(SessionStore):
-    def __init__(self, url: str, ttl: float, lock_wait: float, verify_tls: bool = True):
+    def __init__(self, url: str, ttl: float, lock_wait: float, verify_tls: bool = True, timeout: float = 0.5):
         self.ttl_ms = int(ttl * 1000)
         self.lock_wait = lock_wait
-        parts = urlsplit(url)
-        self.name = f"redis at {parts.hostname or parts.path}:{parts.port or 6379}"  # never the password
-        self.client = redis_client(
-            url, verify_tls, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30,
-            retry=Retry(NoBackoff(), 1),  # one retry covers a stale pooled connection, no long back-off
-        )
+        self.link = redis_link(url, verify_tls, timeout)
+        self.name = f"redis at {self.link.name}"  # never the password
+        self.client = self.link.client
         self._write = self.client.register_script(WRITE_IF_HELD)
         self._delete = self.client.register_script(DELETE_IF_HELD)
 
     def read(self, key: SessionKey) -> Session | None:
         try:
-            text = self.client.get(session_key(key))
+            text = self.link.run(self.client.get, session_key(key))
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
         return _parse(text)
@@ -78,7 +75,7 @@ class RedisStore(SessionStore):
         lock = Lock(self.client, name, timeout=LEASE, sleep=POLL, blocking_timeout=self.lock_wait,
                     thread_local=False)
         try:
-            acquired = lock.acquire()
+            acquired = self.link.run(lock.acquire)
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
         if not acquired:
@@ -99,15 +96,15 @@ class _RedisLock(SessionLock):
 
     def read(self) -> Session | None:
         try:
-            text = self.store.client.get(self.key)
+            text = self.store.link.run(self.store.client.get, self.key)
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
         return _parse(text)
 
     def write(self, session: Session) -> None:
         try:
-            held = self.store._write(keys=[self.lock.name, self.key], args=[self.token, session.dumps(),
-                                                                             self.store.ttl_ms])
+            held = self.store.link.run(self.store._write, keys=[self.lock.name, self.key],
+                                       args=[self.token, session.dumps(), self.store.ttl_ms])
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
         if not held:
@@ -115,7 +112,7 @@ class _RedisLock(SessionLock):
 
     def delete(self) -> bool:
         try:
-            result = self.store._delete(keys=[self.lock.name, self.key], args=[self.token])
+            result = self.store.link.run(self.store._delete, keys=[self.lock.name, self.key], args=[self.token])
         except redis.RedisError as exc:
             raise _unavailable(exc) from exc
         if not result:
@@ -128,7 +125,7 @@ class _RedisLock(SessionLock):
         self._released = True
         self._stop.set()
         try:
-            self.lock.release()
+            self.store.link.run(self.lock.release)
         except LockNotOwnedError:
             log.warning("a session lock had expired before its turn ended")
         except redis.RedisError as exc:  # the lease frees it shortly
@@ -138,7 +135,7 @@ class _RedisLock(SessionLock):
         """Keep the lease alive while the turn runs (bounded: stops on release or once the lock is lost)."""
         while not self._stop.wait(RENEW_EVERY):
             try:
-                self.lock.reacquire()
+                self.store.link.run(self.lock.reacquire)
             except LockError:  # lost, or released meanwhile
                 return
             except redis.RedisError:

@@ -1,4 +1,4 @@
-"""Where sessions live between turns: the interface, the in-process store, and the choice between stores.
+"""Where sessions live between turns: the interface and the in-process store (`sessions/open.py` picks one).
 
 A store reads a session without a lock (a session is one value, written whole)
 and hands out a `SessionLock` to change one: a turn holds it from reading the
@@ -13,17 +13,14 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from cachetools import TTLCache
-
-from proxy.settings import Settings, SettingsError
 
 from .history import Session
 
 log = logging.getLogger("relay.sessions")
 
-SessionKey = tuple[str, str]  # (SHA-256 of the client's key, sessionId)
+SessionKey = tuple[str, str]  # (SHA-256 of the checked credential, sessionId)
 
 
 class StoreUnavailable(Exception):
@@ -68,30 +65,6 @@ class SessionStore(ABC):
     @abstractmethod
     def lock(self, key: SessionKey) -> SessionLock:
         """Wait for the session's lock; `SessionBusy` after the lock wait, `StoreUnavailable` if unreachable."""
-
-
-def open_store(settings: Settings) -> SessionStore:
-    """The store `SESSION_STORE` names; a bad value stops the relay at start-up. Redis is connected lazily."""
-    _check(settings)
-    target = settings.session_store.strip()
-    if target == "memory":
-        return MemoryStore(settings.session_ttl, settings.session_max_sessions, settings.session_lock_wait)
-    if urlsplit(target).scheme in ("redis", "rediss", "unix"):
-        from .redis_store import RedisStore
-
-        return RedisStore(target, settings.session_ttl, settings.session_lock_wait, settings.redis_tls_verify)
-    raise SettingsError("SESSION_STORE must be 'memory' or a redis:// (rediss://, unix://) URL")
-
-
-def _check(settings: Settings) -> None:
-    for name, value, least in [("SESSION_TTL", settings.session_ttl, 1),
-                               ("SESSION_MAX_SESSIONS", settings.session_max_sessions, 1),
-                               ("SESSION_MAX_MESSAGES", settings.session_max_messages, 0),
-                               ("SESSION_MAX_CHARS", settings.session_max_chars, 0),
-                               ("SESSION_MAX_CONTENT", settings.session_max_content, 1),
-                               ("SESSION_LOCK_WAIT", settings.session_lock_wait, 0)]:
-        if value < least:
-            raise SettingsError(f"{name}={value} must be at least {least}")
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""The session endpoints: `POST /pro/chat/completions`, `GET` and `DELETE /pro/sessions/<sessionId>`."""
+"""The session endpoints: `POST /pro/chat/completions`, `GET` and `DELETE /pro/sessions/<sessionId>`.
+
+Each checks what needs no body first (the session id, the relay key, the rate limit), so a
+refused client gets its answer at once, without the relay waiting for a body it may never send.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ from proxy.settings import Settings, current_settings
 
 from . import validation
 from .chat import session_store, take_turn
-from .credentials import credentials
+from .credentials import admit, admit_body, credentials, owner
+from .open import open_store
 from .replies import Failure, failure, success
-from .store import MemoryStore, SessionBusy, StoreUnavailable, open_store
+from .store import MemoryStore, SessionBusy, StoreUnavailable
 
 log = logging.getLogger("relay.sessions")
 
@@ -45,16 +50,16 @@ def _workers(settings: Settings) -> int:
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     settings = current_settings()
+    grant = admit()
     body = validation.json_body(settings, required=True)
-    creds = credentials(body)
+    creds = credentials(admit_body(grant, body), body)
     return take_turn(validation.turn(body, settings), creds)
 
 
 @bp.get("/sessions/<session_id>")
 def show_session(session_id: str) -> Response:
     sid = validation.session_id(session_id)
-    creds = credentials(validation.json_body(current_settings(), required=False))
-    session = session_store().read((creds.owner, sid))
+    session = session_store().read((owner(admit(), _optional_body), sid))
     if session is None:
         raise Failure(404, _not_found(sid))
     return success(session.transcript())
@@ -63,11 +68,14 @@ def show_session(session_id: str) -> Response:
 @bp.delete("/sessions/<session_id>")
 def forget_session(session_id: str) -> Response:
     sid = validation.session_id(session_id)
-    creds = credentials(validation.json_body(current_settings(), required=False))
-    with session_store().lock((creds.owner, sid)) as held:
+    with session_store().lock((owner(admit(), _optional_body), sid)) as held:
         if not held.delete():
             raise Failure(404, _not_found(sid))
     return success(None, "deleted")
+
+
+def _optional_body() -> dict:
+    return validation.json_body(current_settings(), required=False)
 
 
 def _not_found(sid: str) -> str:

@@ -20,6 +20,7 @@ with `x-fake-*` headers:
 | `x-fake-size: N` on `/events/flood` | an event stream of N bytes (default 100 MiB), as fast as the client takes it |
 | `x-fake-header-size: N` | answer with one header of N bytes |
 | `x-fake-early: 1` | answer before reading the request body, then read it and keep the connection (legal in HTTP/1.1) |
+| `x-fake-echo-auth: 1` | with `x-fake-status`: the error message repeats the request's credential, as a leaky gateway |
 
 Answers carry usage in each API's real shape (`USAGE` below): OpenAI chat completions (the final
 chunk of a stream when `stream_options.include_usage`, `"usage":null` in the others), Responses
@@ -467,7 +468,10 @@ async def error(req: Request, status: int) -> None:
     messages = {401: "Incorrect API key provided.", 429: "Rate limit reached for requests."}
     headers = [("retry-after", "1"), ("x-ratelimit-limit-requests", "500"),
                ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "1s")]
-    await req.json({"error": {"message": messages.get(status, f"fake error {status}"),
+    message = messages.get(status, f"fake error {status}")
+    if req.h("x-fake-echo-auth") == "1":
+        message += f" You sent: {req.h('authorization')} {req.h('x-api-key')} {req.h('x-goog-api-key')}"
+    await req.json({"error": {"message": message,
                               "type": types.get(status, "server_error"), "param": None,
                               "code": codes.get(status)}}, status=status, headers=headers)
 

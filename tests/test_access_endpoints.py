@@ -33,8 +33,8 @@ def keyed_relay(start_relay, server_key):
 def test_session_chat_behind_a_relay_key_uses_the_servers_key(keyed_relay, fake, server_key):
     client = SessionClient(keyed_relay.url, key=RELAY_KEY)
     sid = new_session_id()
-    first = client.chat(sid, "one", tag="endpoints-chat-1")
-    second = client.chat(sid, "two", tag="endpoints-chat-2")
+    first = client.chat(sid, "one", tag="endpoints-chat-1", headers=client.auth())
+    second = client.chat(sid, "two", tag="endpoints-chat-2", headers=client.auth())
     assert first.json()["data"] == "echo: one" and second.json()["data"] == "echo: two"
     for tag in ("endpoints-chat-1", "endpoints-chat-2"):
         sent = fake.by_tag(tag)
@@ -44,7 +44,8 @@ def test_session_chat_behind_a_relay_key_uses_the_servers_key(keyed_relay, fake,
 
 
 def test_session_chat_with_a_wrong_relay_key_is_refused_in_its_own_shape(keyed_relay, fake):
-    response = SessionClient(keyed_relay.url, key=WRONG_KEY).chat(new_session_id(), "hi", tag="wrong-relay-key")
+    client = SessionClient(keyed_relay.url, key=WRONG_KEY)
+    response = client.chat(new_session_id(), "hi", tag="wrong-relay-key", headers=client.auth())
     assert response.status_code == 401
     body = response.json()
     assert body["code"] == 401 and body["data"] is None and "relay key" in body["message"]

@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 import requests
 
+from proxy.redis_client import SKIP_FOR
 from tests.relay_server import free_port
 from tests.session_client import SessionClient, new_session_id, sent_messages, turn_pairs
 
@@ -116,7 +118,8 @@ def test_redis_stopped_mid_run(start_relay, start_redis, fake):
     assert len(fake.find("/chat/completions")) == calls  # no upstream call made for a turn that can't be kept
     _relay_still_relays(relay)
 
-    server.start()  # an empty Redis on the same port: the relay reconnects by itself
+    server.start()  # an empty Redis on the same port: the relay reconnects by itself, once its skip is over
+    time.sleep(SKIP_FOR)
     r = client.chat(sid, "after", tag=f"{sid}-after")
     assert r.status_code == 200, r.text
     assert sent_messages(fake, f"{sid}-after") == [{"role": "user", "content": "after"}]

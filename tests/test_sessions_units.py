@@ -14,8 +14,9 @@ from proxy.settings import Settings, SettingsError
 from sessions import redis_store
 from sessions.events import ReplyCollector
 from sessions.history import Session, trim
+from sessions.open import open_store
 from sessions.redis_store import RedisStore, session_key
-from sessions.store import MemoryStore, SessionBusy, StoreUnavailable, open_store
+from sessions.store import MemoryStore, SessionBusy, StoreUnavailable
 
 
 def pairs(*lengths: int) -> list[dict[str, str]]:
