@@ -24,13 +24,17 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from flask import Response, g, request
 
+from usage import metrics
+
 from .errors import openai_error
 from .headers import request_headers, response_headers
-from .relay import RelayResponse, access_control, upstream_pool
+from .relay import RelayResponse, access_control, upstream_pool, usage_meter
 from .routes import Route, upstream_url
 from .settings import current_settings
 from .upstream import UpstreamTimeout, UpstreamUnreachable
@@ -55,6 +59,7 @@ def relay_websocket(route: Route) -> Response:
         return openai_error(426, message, "websocket_unsupported", {"Upgrade": "websocket", "Connection": "Upgrade"})
     path, query = g.target
     grant = access_control().admit(request.environ, route.key_group)  # AccessDenied: 401 or 429, before any upgrade
+    usage_meter().admit(grant, route)  # usage/: a key over its token budget gets its 429 before any upgrade
     headers = request_headers(request.environ, route.host)
     url = grant.strip(upstream_url(route, path, query), headers)
     target = url[len(route.origin) :] or "/"
@@ -66,7 +71,8 @@ def relay_websocket(route: Route) -> Response:
         return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
     if answer.status != 101:
         return _refusal(upstream, answer)
-    return HandedOver(client, upstream, answer, early, current_settings().websocket_idle_timeout)
+    on_open = partial(usage_meter().count_websocket, grant.label, route.prefix, 101)  # one request, tokens unknown
+    return HandedOver(client, upstream, answer, early, current_settings().websocket_idle_timeout, on_open)
 
 
 def _handshake(
@@ -157,9 +163,10 @@ class HandedOver(Response):
 
     def __init__(
         self, client: socket.socket, upstream: socket.socket, answer: http.client.HTTPResponse, early: bytes,
-        idle: float,
+        idle: float, on_open: Callable[[], None] = lambda: None,
     ):
         super().__init__(status=101)
+        self.on_open = on_open
         self.client = client
         self.upstream = upstream
         self.answer = answer
@@ -173,12 +180,15 @@ class HandedOver(Response):
         head = f"HTTP/1.1 101 {self.answer.reason or 'Switching Protocols'}\r\n"
         head += "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
         pipelined = _take_buffered(environ)  # frames the client sent right behind its handshake
+        self.on_open()
+        metrics.open_websockets.inc()
         try:
             self.client.sendall(head.encode("latin-1"))
             Tunnel(self.client, self.upstream, self.idle, counts).run(pipelined, self.early)
         except OSError:
             pass
         finally:
+            metrics.open_websockets.dec()
             _close(self.upstream)
         if environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
             raise StopIteration("the WebSocket is over; the relay has handed the connection back")

@@ -403,6 +403,29 @@ def test_allowed_paths_and_rate_limit_apply_to_the_handshake(start_relay, fake_w
     assert fake_ws.find("tag=over-limit") == []
 
 
+def test_a_websocket_counts_as_one_request_of_its_relay_key_and_in_the_open_websockets_gauge(start_relay, fake_ws):
+    """Usage per relay key (issue 14): a WebSocket session is one request, its tokens unknown (frames pass
+    undecoded), and /metrics shows it open while it lasts."""
+    admin = make_key("ws-admin", "adm")
+    relay = start_relay(**ws_env(fake_ws), RELAY_KEYS=f"voice:{RELAY_KEY}", OPENAI_API_KEY=UPSTREAM_KEY,
+                        METRICS="1", ADMIN_KEY=admin)
+    auth = {"Authorization": f"Bearer {RELAY_KEY}"}
+
+    def open_websockets() -> float:
+        text = requests.get(relay.url + "/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=10).text
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("relay_open_websockets"))
+
+    with connect(ws_url(relay, "/v1/echo?tag=counted-usage"), additional_headers=auth, open_timeout=TIMEOUT) as ws:
+        for index in range(3):
+            ws.send(f"message {index}")
+            assert ws.recv(TIMEOUT) == f"message {index}"
+        assert open_websockets() == 1
+    wait_for(lambda: open_websockets() == 0)
+    usage = requests.get(relay.url + "/pro/usage", headers=auth, timeout=10).json()["data"]
+    assert (usage["key"], usage["requests"], usage["unknown"], usage["total_tokens"]) == ("voice", 1, 1, 0)
+    assert usage["by_route"] == {"v1": {"1xx": 1}}
+
+
 # -- the Realtime API's WebRTC and SIP setup calls are plain HTTP -------------------------------------------------
 
 SDP_OFFER = b"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n" \
