@@ -21,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
+[ -x .venv/bin/python ] || "$(command -v python3.12 || command -v python3)" -m venv .venv  # .python-version: 3.12
 .venv/bin/pip install -q -r requirements-dev.txt
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
