@@ -14,6 +14,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+from .streaming import close_body
+
 log = logging.getLogger("relay.access")
 
 MAX_LOGGED_PATH = 512  # characters of a path kept in the log line
@@ -80,9 +82,7 @@ class _Logged:
 
     def close(self) -> None:
         try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
+            close_body(self.body)
         finally:
             ms = (time.monotonic() - self.started) * 1000
             outcome = "" if self.finished else " incomplete"

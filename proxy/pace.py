@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from .streaming import close_body
+
 
 class ClientTooSlow(Exception):
     """The client sent its body too slowly (or stopped): the relay answers 408 and closes the connection."""
@@ -104,9 +106,7 @@ class _Restoring:
 
     def close(self) -> None:
         try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
+            close_body(self.body)
         finally:
             with contextlib.suppress(OSError):
                 self.restore()

@@ -26,6 +26,13 @@ READ_SIZE = 256 * 1024
 HEARTBEAT = b": keep-alive\n\n"
 
 
+def close_body(body: object) -> None:
+    """Close a WSGI body if it has a `close()` (PEP 3333): what every wrapper of a body must pass on."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
 class UpstreamDropped(Exception):
     """The upstream broke off mid-body; raised so the server ends the client's response abruptly."""
 

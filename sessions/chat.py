@@ -24,6 +24,7 @@ from proxy.headers import request_headers
 from proxy.relay import client_response
 from proxy.routes import Route
 from proxy.settings import current_settings
+from proxy.streaming import close_body
 from proxy.upstream import (
     UpstreamBadResponse,
     UpstreamBrokeOff,
@@ -113,9 +114,7 @@ class RecordedStream:
     def close(self) -> None:
         try:
             if self.started:
-                close = getattr(self.body, "close", None)
-                if close is not None:
-                    close()  # frees the upstream connection: back to the pool if read to its end, else closed
+                close_body(self.body)  # frees the upstream connection: back to the pool if read to its end, else closed
             else:
                 abort(self.upstream)  # the body never began, so it cannot clean up after itself
         finally:

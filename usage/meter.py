@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from flask import Response, after_this_request, request
 
 from proxy.settings import Settings, SettingsError
-from proxy.streaming import UpstreamDropped
+from proxy.streaming import UpstreamDropped, close_body
 
 from . import metrics
 from .budgets import Budget, parse_budgets
@@ -159,8 +159,6 @@ class MeteredBody:
 
     def close(self) -> None:
         try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
+            close_body(self.body)
         finally:
             self.done(self.reader, self.complete)

@@ -31,6 +31,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from proxy.streaming import close_body
+
 requests_total = Counter("relay_requests", "Requests, by route prefix, method and status.",
                          ["route", "method", "status"])
 request_seconds = Histogram("relay_request_duration_seconds", "Time from the request to the end of its answer.",
@@ -132,9 +134,7 @@ class _Measured:
 
     def close(self) -> None:
         try:
-            close = getattr(self.body, "close", None)
-            if close is not None:
-                close()
+            close_body(self.body)
         finally:
             if self.opened:
                 open_streams.dec()
