@@ -24,7 +24,6 @@ from requests.utils import get_environ_proxies, select_proxy
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 from urllib3.util import SKIP_HEADER
 
-from .liveness import POOL_CLASSES
 from .routes import Route
 from .settings import Settings, SettingsError
 
@@ -53,7 +52,6 @@ class Upstream:
             max_retries=0,
         )
         self.adapter.poolmanager.connection_pool_kw["blocksize"] = UPLOAD_BLOCK
-        self.adapter.poolmanager.pool_classes_by_scheme = POOL_CLASSES  # liveness checks without gevent's hub
         self._proxies = {route.origin: _proxies_for(route.origin) for route in routes}
         self.verify: bool | str = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 

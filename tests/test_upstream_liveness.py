@@ -1,4 +1,4 @@
-"""A keep-alive connection the upstream has closed is never reused (proxy/liveness.py's check before reuse).
+"""A keep-alive connection the upstream has closed is never reused (urllib3 checks a pooled one before reuse).
 
 The upstream here answers one request per connection, keep-alive announced, then closes the connection
 while it sits idle in the relay's pool. The next request must go out on a new connection: sent on the
