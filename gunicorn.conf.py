@@ -8,8 +8,39 @@ worker's own heartbeat, so long streams are never killed by it.
 import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-# One process by default: the in-memory session store lives in it. Heroku sets WEB_CONCURRENCY itself.
-workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
+
+
+def _cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota (`docker --cpus`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limits:
+            quota, period = limits.read().split()  # "max 100000" or "150000 100000"
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def _state_shared(env) -> bool:
+    """Whether what the relay keeps between requests lives in Redis, so that any worker may take any request.
+
+    REDIS_URL or KV_URL hold it all (sessions, rate-limit counters, usage and budgets). A Redis SESSION_STORE
+    alone moves only the sessions: it is enough unless rate limits, budgets or labelled relay keys (usage
+    figures) are counted, which then stay in each process.
+    """
+    if env.get("REDIS_URL") or env.get("KV_URL"):
+        return True
+    if not env.get("SESSION_STORE", "").startswith(("redis://", "rediss://", "unix://")):
+        return False
+    labelled = any(":" in item for item in env.get("RELAY_KEYS", "").split(","))
+    return not (env.get("RATE_LIMIT") or env.get("KEY_BUDGETS") or labelled)
+
+
+# WEB_CONCURRENCY when set (Heroku's buildpack sets it from the dyno's memory unless the app does); otherwise one
+# worker per core when the shared state is in Redis, and one worker with the in-memory stores, which live in it.
+workers = int(os.environ.get("WEB_CONCURRENCY") or (_cores() if _state_shared(os.environ) else 1))
 worker_class = "gevent"
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or 2000)
 timeout = 60

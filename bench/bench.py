@@ -1,16 +1,20 @@
-"""The relay's benchmark: one run, one table, the relay beside a direct connection to the same upstream.
+"""The relay's benchmark: one run, one table, the relay beside a direct connection and beside nginx.
 
-    python bench/bench.py            # the full run, about a minute and a half
-    python bench/bench.py --quick    # a smoke run, about 15 seconds
-    python bench/bench.py --usage    # the relay in relay-key mode with METRICS=1: usage read from every answer
+    python bench/bench.py                      # the full run, about three minutes
+    python bench/bench.py --quick              # a smoke run, about 30 seconds
+    python bench/bench.py --baseline main      # also an older revision of the relay, measured in the same run
+    python bench/bench.py --usage              # relay keys and METRICS=1: usage read from every answer
 
-It starts the fake upstream (`tests/fake_upstream.py`) and the canned upstream
-(`bench/canned_upstream.py`, for the non-stream rows) as their own processes,
-and the relay the way users run it (`gunicorn app:app` with the project's
-gunicorn.conf.py, one gevent worker), all on 127.0.0.1. Non-stream load comes
-from `wrk`; streams and bulk transfers from the clients in `bench/clients.py`.
-Memory is the relay worker's peak RSS (`VmHWM` in /proc), reset between rows.
-The README's "Benchmark" section explains each row.
+It starts the fake upstream (`tests/fake_upstream.py`), the canned upstream
+(`bench/canned_upstream.py`, for the non-stream rows) and the fake WebSocket upstream as their own
+processes; nginx (`bench/nginx.py`, 2 workers, no buffering) in front of the same upstreams as the
+reference proxy; and the relay the way users run it (`gunicorn app:app` with the project's
+gunicorn.conf.py, one gevent worker), all on 127.0.0.1. With `--baseline REV` the relay of that git
+revision (a `git archive` copy in a temporary folder, run with the same Python) is measured beside
+today's, every round alternating, so that before and after share the machine's load. Non-stream load
+comes from `wrk`; streams and bulk transfers from the clients in `bench/clients.py`. Memory is a relay
+worker's peak RSS (`VmHWM` in /proc), reset between rows. The README's "Benchmark" section explains
+each row.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,10 +41,12 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests` and `bench` impor
     sys.path.insert(0, str(ROOT))
 
 from bench import clients  # noqa: E402
+from bench import nginx as nginx_proxy  # noqa: E402
 from tests.relay_server import RelayServer, clean_environ  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk_chat.lua"
 MiB = 1024 * 1024
+CHAT = "/v1/chat/completions"
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,8 @@ class Plan:
     """How long and how big each row is."""
 
     wrk_seconds: float
-    stream_rounds: int  # rounds of 100 streams each way (direct, relay, direct...)
+    wrk_rounds: int  # rounds of wrk runs, every side in turn
+    stream_rounds: int  # rounds of 100 streams each way (direct, nginx, relay...)
     stream_chunks: int
     stream_delay: float
     hold_streams: int
@@ -58,22 +66,44 @@ class Plan:
     ws_echoes: int  # round trips per WebSocket, 100 WebSockets at once, in each of two rounds each way
 
 
-FULL = Plan(wrk_seconds=8, stream_rounds=2, stream_chunks=40, stream_delay=0.05,
+FULL = Plan(wrk_seconds=4, wrk_rounds=2, stream_rounds=2, stream_chunks=40, stream_delay=0.05,
             hold_streams=1000, hold_chunks=10, hold_delay=1.0, body_bytes=200 * MiB, transfer_repeats=3,
             ws_echoes=200)
-QUICK = Plan(wrk_seconds=1, stream_rounds=1, stream_chunks=10, stream_delay=0.05,
+QUICK = Plan(wrk_seconds=1, wrk_rounds=1, stream_rounds=1, stream_chunks=10, stream_delay=0.05,
              hold_streams=200, hold_chunks=5, hold_delay=0.5, body_bytes=20 * MiB, transfer_repeats=1,
              ws_echoes=20)
+
+# The table's figure columns: what each side is, and what the relay is compared with.
+SIDES = ("direct", "nginx", "relay", "baseline")
+REFERENCES = ("direct", "nginx", "baseline")
 
 
 @dataclass
 class Row:
     name: str
-    direct: str = ""
-    relay: str = ""
-    versus: str = ""  # relay compared with direct
+    cells: dict[str, str] = field(default_factory=dict)  # side -> figure
+    versus: dict[str, str] = field(default_factory=dict)  # reference -> the relay compared with it
     target: str = ""
     verdict: str = ""  # "pass", "MISS" or "" for rows without a target
+
+
+def compare(name: str, values: dict[str, float], unit: str, digits: int = 0, errors: dict[str, int] | None = None,
+            target: str = "", ok: Callable[[dict[str, float]], bool] | None = None) -> Row:
+    """A row of figures with the relay compared with each other side: a share for a rate (`unit` "/s"), a
+    difference for anything else (ms, MiB). `ok` decides the verdict from the figures (errors fail it)."""
+    errors = errors or {}
+    cells = {side: with_errors(fmt(value, digits), errors.get(side, 0)) for side, value in values.items()}
+    versus = {}
+    relay = values.get("relay")
+    for ref in REFERENCES:
+        if relay is None or ref not in values or not values[ref]:
+            continue
+        if unit == "/s":
+            versus[ref] = f"x{relay / values[ref]:.2f}" if ref == "baseline" else f"{relay / values[ref]:.1%}"
+        else:
+            versus[ref] = f"{relay - values[ref]:+,.{max(digits, 1)}f} {unit}"
+    verdict_text = "" if ok is None else verdict(ok(values) and not any(errors.values()))
+    return Row(name, cells, versus, target, verdict_text)
 
 
 # -- processes ------------------------------------------------------------------
@@ -190,119 +220,179 @@ def with_errors(text: str, errors: int) -> str:
     return f"{text} ({errors} errors)" if errors else text
 
 
-def non_stream_rows(plan: Plan, canned: str, fake: str, relay: str) -> list[Row]:
+def wrk_rounds(plan: Plan, urls: dict[str, str], connections: int) -> tuple[dict[str, float], dict[str, float],
+                                                                                 dict[str, int]]:
+    """wrk at every side in turn, `plan.wrk_rounds` times: (mean req/s, median p99 ms, errors) per side."""
+    for side, url in urls.items():
+        if side != "direct":
+            wrk(url, connections, 1)  # warm the proxy's upstream pool
+    found: dict[str, list[WrkResult]] = {side: [] for side in urls}
+    for _ in range(plan.wrk_rounds):
+        for side, url in urls.items():
+            found[side].append(wrk(url, connections, plan.wrk_seconds))
+    return ({side: statistics.mean(r.rps for r in results) for side, results in found.items()},
+            {side: statistics.median(r.p99_ms for r in results) for side, results in found.items()},
+            {side: sum(r.errors for r in results) for side, results in found.items()})
+
+
+def non_stream_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str]) -> list[Row]:
+    """Small chat completions from wrk, keep-alive: the canned upstream directly and through each proxy."""
+    urls = {"direct": canned + CHAT} | {side: url + "/canned" + CHAT for side, url in proxies.items()}
     rows = []
-    relay_rps = {}
+    rates: dict[int, dict[str, float]] = {}
     for connections in (16, 64):
-        wrk(relay + "/canned/v1/chat/completions", connections, 1)  # warm the relay's upstream pool
-        direct = wrk(canned + "/v1/chat/completions", connections, plan.wrk_seconds)
-        relayed = wrk(relay + "/canned/v1/chat/completions", connections, plan.wrk_seconds)
-        share = relayed.rps / direct.rps
-        relay_rps[connections] = relayed.rps
-        rows.append(Row(f"non-stream req/s, {connections} connections", with_errors(fmt(direct.rps), direct.errors),
-                        with_errors(fmt(relayed.rps), relayed.errors), f"{share:.1%}", ">= 8% of direct",
-                        verdict(share >= 0.08 and relayed.errors == 0)))
-        rows.append(Row(f"non-stream p99 ms, {connections} connections", fmt(direct.p99_ms, 1),
-                        fmt(relayed.p99_ms, 1), f"{relayed.p99_ms - direct.p99_ms:+,.1f} ms"))
+        rps, p99, errors = wrk_rounds(plan, urls, connections)
+        rates[connections] = rps
+        rows.append(compare(f"non-stream req/s, {connections} connections", rps, "/s", errors=errors,
+                            target=">= 8% of direct", ok=lambda v: v["relay"] >= 0.08 * v["direct"]))
+        rows.append(compare(f"non-stream p99 ms, {connections} connections", p99, "ms", 1))
+    if "baseline" in proxies:  # issue 13's target 1: a third less CPU per request
+        for connections in (16, 64):
+            row = compare(f"  non-stream req/s, {connections} connections, relay vs baseline",
+                          {side: rates[connections][side] for side in ("relay", "baseline")}, "/s",
+                          target="x1.5 baseline", ok=lambda v: v["relay"] >= 1.5 * v["baseline"])
+            rows.append(row)
+    # Issue 13's target 2: concurrency costs nothing (in one worker, 64 connections as fast as 16).
+    shares = {side: rates[64][side] / rates[16][side] for side in urls}
+    rows.append(Row("  non-stream req/s, 64 connections vs 16", {side: f"{x:.0%}" for side, x in shares.items()},
+                    target=">= 100% (relay)", verdict=verdict(shares["relay"] >= 1.0)))
     # For reference: the fake upstream alone, which the canned upstream replaces as the direct baseline.
-    alone = wrk(fake + "/v1/chat/completions", 16, plan.wrk_seconds)
-    rows.append(Row("  tests/fake_upstream alone, req/s, 16 conn.", with_errors(fmt(alone.rps), alone.errors),
-                    versus=f"{relay_rps[16] / alone.rps:.1%}", target="(reference, no target)"))
+    alone = wrk(fake + CHAT, 16, plan.wrk_seconds)
+    rows.append(Row("  tests/fake_upstream alone, req/s, 16 conn.",
+                    {"direct": with_errors(fmt(alone.rps), alone.errors)},
+                    {"direct": f"{rates[16]['relay'] / alone.rps:.1%}"}, target="(reference, no target)"))
     return rows
 
 
-def stream_rows(plan: Plan, fake: str, relay: str) -> list[Row]:
-    """100 streams open at all times; the first chunk's wait, then the delay of every later chunk.
-
-    Direct and relay rounds alternate, so that load from elsewhere on the machine falls on both.
-    """
-    ports = {"direct": port_of(fake), "relay": port_of(relay)}
-    results: dict[str, list[clients.StreamResult]] = {"direct": [], "relay": []}
-    for port in ports.values():
-        run_async(clients.burst_streams(port, "/v1/chat/completions", 100, 1, 0, timeout=30))  # warm the pool
-    for _ in range(plan.stream_rounds):
-        for side, port in ports.items():
-            results[side] += run_async(clients.steady_streams(
-                port, "/v1/chat/completions", 100, 1, plan.stream_chunks, plan.stream_delay, timeout=60))
+def stream_figures(results: dict[str, list[clients.StreamResult]]) -> tuple[dict[str, int], dict[str, list[float]],
+                                                                             dict[str, list[float]]]:
+    """Per side: errors, every first chunk's wait (ms) and every later chunk's delay (ms)."""
     errors = {side: sum(1 for r in found if r.error) for side, found in results.items()}
     good = {side: [r for r in found if not r.error] for side, found in results.items()}
     firsts = {side: [r.first_event_ns / 1e6 for r in found] for side, found in good.items()}
     chunks = {side: [d / 1e6 for r in found for d in r.chunk_delays_ns[1:]] for side, found in good.items()}
-    if not (chunks["direct"] and chunks["relay"]):
-        return [Row("stream rows: no stream completed", with_errors("", errors["direct"]),
-                    with_errors("", errors["relay"]))]
-    first = (statistics.median(firsts["direct"]), statistics.median(firsts["relay"]))
-    p50 = (percentile(chunks["direct"], 50), percentile(chunks["relay"], 50))
-    p99 = (percentile(chunks["direct"], 99), percentile(chunks["relay"], 99))
-    clean = not any(errors.values())
+    return errors, firsts, chunks
+
+
+def stream_rows(plan: Plan, fake: str, proxies: dict[str, str]) -> list[Row]:
+    """100 streams open at all times; the first chunk's wait, then the delay of every later chunk.
+
+    The sides' rounds alternate, so that load from elsewhere on the machine falls on all of them.
+    """
+    ports = {"direct": port_of(fake)} | {side: port_of(url) for side, url in proxies.items()}
+    results: dict[str, list[clients.StreamResult]] = {side: [] for side in ports}
+    for port in ports.values():
+        run_async(clients.burst_streams(port, CHAT, 100, 1, 0, timeout=30))  # warm the pools
+    for _ in range(plan.stream_rounds):
+        for side, port in ports.items():
+            results[side] += run_async(clients.steady_streams(
+                port, CHAT, 100, 1, plan.stream_chunks, plan.stream_delay, timeout=60))
+    errors, firsts, chunks = stream_figures(results)
+    if not all(chunks.values()):
+        return [Row("stream rows: no stream completed", {side: with_errors("", n) for side, n in errors.items()})]
     return [
-        Row("stream TTFB (first chunk) p50 ms, 100 streams", with_errors(fmt(first[0], 1), errors["direct"]),
-            with_errors(fmt(first[1], 1), errors["relay"]), f"{first[1] - first[0]:+.1f} ms", "added < 20 ms",
-            verdict(first[1] - first[0] < 20 and clean)),
-        Row("per-chunk delay p50 ms, 100 streams", fmt(p50[0], 2), fmt(p50[1], 2), f"{p50[1] - p50[0]:+.2f} ms"),
-        Row("per-chunk delay p99 ms, 100 streams", fmt(p99[0], 2), fmt(p99[1], 2), f"{p99[1] - p99[0]:+.2f} ms",
-            "added < 10 ms", verdict(p99[1] - p99[0] < 10 and clean)),
+        compare("stream TTFB (first chunk) p50 ms, 100 streams", {s: statistics.median(v) for s, v in firsts.items()},
+                "ms", 1, errors, "added < 20 ms", lambda v: v["relay"] - v["direct"] < 20),
+        compare("per-chunk delay p50 ms, 100 streams", {s: percentile(v, 50) for s, v in chunks.items()}, "ms", 2),
+        compare("per-chunk delay p99 ms, 100 streams", {s: percentile(v, 99) for s, v in chunks.items()}, "ms", 2,
+                errors, "added < 10 ms", lambda v: v["relay"] - v["direct"] < 10),
         Row(f"  ({len(results['relay'])} streams of {plan.stream_chunks} chunks {plan.stream_delay * 1000:.0f} ms "
             f"apart each way, {len(chunks['relay']):,} later chunks relayed)"),
     ]
 
 
-def transfer_rows(plan: Plan, canned: str, fake: str, relay: str, memory: WorkerMemory) -> list[Row]:
-    """The best of a few alternated transfers each way; the relay worker's peak RSS during each.
+def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str]) -> list[Row]:
+    """The relays with 2 workers (nginx has 2): non-stream req/s on the same cores as nginx, and 100 streams
+    started at the same moment (issue 13's target 4), every side's rounds alternating."""
+    urls = {"direct": canned + CHAT} | {side: url + "/canned" + CHAT for side, url in proxies.items()}
+    rps, p99, errors = wrk_rounds(plan, urls, 64)
+    rows = [compare("non-stream req/s, 64 connections, 2 workers", rps, "/s", errors=errors),
+            compare("non-stream p99 ms, 64 connections, 2 workers", p99, "ms", 1)]
+    ports = {"direct": port_of(fake)} | {side: port_of(url) for side, url in proxies.items()}
+    results: dict[str, list[clients.StreamResult]] = {side: [] for side in ports}
+    for port in ports.values():
+        run_async(clients.burst_streams(port, CHAT, 100, 1, 0, timeout=30))  # warm the pools
+    for _ in range(plan.stream_rounds):
+        for side, port in ports.items():
+            results[side] += run_async(clients.burst_streams(
+                port, CHAT, 100, plan.stream_chunks, plan.stream_delay, timeout=60))
+            time.sleep(0.2)  # let the last closes settle before the next side's burst
+    errors, firsts, chunks = stream_figures(results)
+    if not all(chunks.values()):
+        return rows + [Row("burst rows: no stream completed", {s: with_errors("", n) for s, n in errors.items()})]
+    return rows + [
+        compare("burst TTFB p50 ms, 100 streams at once, 2 workers",
+                {s: statistics.median(v) for s, v in firsts.items()}, "ms", 1, errors, "added <= 20 ms",
+                lambda v: v["relay"] - v["direct"] <= 20),
+        compare("burst per-chunk delay p99 ms, 2 workers", {s: percentile(v, 99) for s, v in chunks.items()}, "ms", 2,
+                errors, "added <= 10 ms", lambda v: v["relay"] - v["direct"] <= 10),
+        Row(f"  ({plan.stream_rounds} x 100 streams started together each way, {plan.stream_chunks} chunks "
+            f"{plan.stream_delay * 1000:.0f} ms apart)"),
+    ]
+
+
+def transfer_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str],
+                  memories: dict[str, WorkerMemory]) -> list[Row]:
+    """The best of a few alternated transfers each way; each relay worker's peak RSS during each.
 
     Uploads go to the canned upstream (it skips bodies as they arrive), downloads come from the fake.
     """
     size = plan.body_bytes
-    paths = {"direct": (canned, "/v1/upload", fake, "/v1/download"),
-             "relay": (relay, "/canned/v1/upload", relay, "/v1/download")}
+    paths = {"direct": (canned, "/v1/upload", fake, "/v1/download")} | {
+        side: (url, "/canned/v1/upload", url, "/v1/download") for side, url in proxies.items()}
     best = {(side, direction): 0.0 for side in paths for direction in ("upload", "download")}
-    growth_kb = 0
+    growth_kb = dict.fromkeys(memories, 0)
     for _ in range(plan.transfer_repeats):
         for side, (up_url, up_path, down_url, down_path) in paths.items():
-            rss = memory.rss_kb()
-            memory.reset_peak()
+            memory = memories.get(side)
+            rss = memory.rss_kb() if memory else 0
+            if memory:
+                memory.reset_peak()
             seconds, answer = clients.upload(port_of(up_url), up_path, size, timeout=120)
             if answer.get("object") != "chat.completion":  # the canned answer comes once the whole body arrived
                 raise RuntimeError(f"{side} upload got an unexpected answer: {answer}")
             best[side, "upload"] = max(best[side, "upload"], size / seconds / MiB)
-            if side == "relay":
-                growth_kb = max(growth_kb, memory.peak_kb() - rss)
-            rss = memory.rss_kb()
-            memory.reset_peak()
+            if memory:
+                growth_kb[side] = max(growth_kb[side], memory.peak_kb() - rss)
+                rss = memory.rss_kb()
+                memory.reset_peak()
             seconds, received = clients.download(port_of(down_url), f"{down_path}?size={size}", timeout=120)
             if received != size:
                 raise RuntimeError(f"{side} download got {received} of {size} bytes")
             best[side, "download"] = max(best[side, "download"], size / seconds / MiB)
-            if side == "relay":
-                growth_kb = max(growth_kb, memory.peak_kb() - rss)
+            if memory:
+                growth_kb[side] = max(growth_kb[side], memory.peak_kb() - rss)
     label = f"{size // MiB} MiB"
-    rows = []
-    for direction in ("upload", "download"):
-        direct, relayed = best["direct", direction], best["relay", direction]
-        rows.append(Row(f"{direction} MiB/s, {label} body", fmt(direct), fmt(relayed), f"{relayed / direct:.0%}",
-                        ">= 80% of direct", verdict(relayed >= 0.8 * direct)))
-    rows.append(Row(f"relay peak RSS added by a {label} body, MiB", relay=fmt(growth_kb / 1024, 1),
-                    target="< 30 MiB", verdict=verdict(growth_kb < 30 * 1024)))
+    rows = [compare(f"{direction} MiB/s, {label} body", {side: best[side, direction] for side in paths}, "/s",
+                    target=">= 80% of direct", ok=lambda v: v["relay"] >= 0.8 * v["direct"])
+            for direction in ("upload", "download")]
+    rows.append(compare(f"relay peak RSS added by a {label} body, MiB",
+                        {side: kb / 1024 for side, kb in growth_kb.items()}, "MiB", 1,
+                        target="< 30 MiB", ok=lambda v: v["relay"] < 30))
     return rows
 
 
-def hold_rows(plan: Plan, relay: str, memory: WorkerMemory) -> list[Row]:
+def hold_rows(plan: Plan, relays: dict[str, RelayServer], memories: dict[str, WorkerMemory]) -> list[Row]:
+    """`hold_streams` streams started at once through each relay in turn (one worker): held, and peak RSS."""
     count = plan.hold_streams
-    memory.reset_peak()
-    timeout = plan.hold_chunks * plan.hold_delay + 60
-    results = run_async(clients.burst_streams(port_of(relay), "/v1/chat/completions", count, plan.hold_chunks,
-                                              plan.hold_delay, timeout))
-    errors = [r.error for r in results if r.error]
-    held = clients.max_open(results)
-    peak_mib = memory.peak_kb() / 1024
-    detail = f"{held:,} open at once, {len(errors)} errors"
-    if errors:
-        detail += f" (first: {errors[0]})"
+    held: dict[str, str] = {}
+    peaks: dict[str, float] = {}
+    clean = True
+    for side, relay in relays.items():
+        memories[side].reset_peak()
+        timeout = plan.hold_chunks * plan.hold_delay + 60
+        results = run_async(clients.burst_streams(port_of(relay.url), CHAT, count, plan.hold_chunks,
+                                                  plan.hold_delay, timeout))
+        errors = [r.error for r in results if r.error]
+        most = clients.max_open(results)
+        peaks[side] = memories[side].peak_kb() / 1024
+        held[side] = f"{most:,} open at once, {len(errors)} errors" + (f" (first: {errors[0]})" if errors else "")
+        if side == "relay":
+            clean = most == count and not errors
     return [
-        Row(f"concurrent streams held, {count:,} tried", relay=detail, target=f"{count:,}, 0 errors",
-            verdict=verdict(held == count and not errors)),
-        Row(f"relay peak RSS during {count:,} streams, MiB", relay=fmt(peak_mib, 1), target="< 150 MiB",
-            verdict=verdict(peak_mib < 150)),
+        Row(f"concurrent streams held, {count:,} tried", held, target=f"{count:,}, 0 errors", verdict=verdict(clean)),
+        compare(f"relay peak RSS during {count:,} streams, MiB", peaks, "MiB", 1, target="< 150 MiB",
+                ok=lambda v: v["relay"] < 150),
     ]
 
 
@@ -333,31 +423,27 @@ async def websocket_echoes(url: str, sockets: int, echoes: int) -> tuple[float, 
     return len(times) / (time.perf_counter() - started), times, errors
 
 
-def websocket_rows(plan: Plan, fake_ws: str, relay: str) -> list[Row]:
-    """100 WebSockets at once echoing small messages, straight to the fake WebSocket upstream and through the
-    relay (route `ws`), rounds alternating so that load from elsewhere falls on both."""
-    urls = {"direct": fake_ws.replace("http://", "ws://") + "/v1/echo",
-            "relay": relay.replace("http://", "ws://") + "/ws/v1/echo"}
-    rates: dict[str, list[float]] = {"direct": [], "relay": []}
-    times: dict[str, list[float]] = {"direct": [], "relay": []}
-    errors = {"direct": 0, "relay": 0}
+def websocket_rows(plan: Plan, fake_ws: str, proxies: dict[str, str]) -> list[Row]:
+    """100 WebSockets at once echoing small messages, straight to the fake WebSocket upstream and through each
+    proxy (route `ws`), rounds alternating so that load from elsewhere falls on all of them."""
+    urls = {"direct": fake_ws.replace("http://", "ws://") + "/v1/echo"} | {
+        side: url.replace("http://", "ws://") + "/ws/v1/echo" for side, url in proxies.items()}
+    rates: dict[str, list[float]] = {side: [] for side in urls}
+    times: dict[str, list[float]] = {side: [] for side in urls}
+    errors = dict.fromkeys(urls, 0)
     for _ in range(2):
         for side, url in urls.items():
             rate, found, failed = run_async(websocket_echoes(url, 100, plan.ws_echoes))
             rates[side].append(rate)
             times[side] += found
             errors[side] += failed
-    if not (times["direct"] and times["relay"]):
-        return [Row("WebSocket rows: no echo came back", with_errors("", errors["direct"]),
-                    with_errors("", errors["relay"]))]
-    rate = (statistics.median(rates["direct"]), statistics.median(rates["relay"]))
-    p50 = (percentile(times["direct"], 50), percentile(times["relay"], 50))
-    p99 = (percentile(times["direct"], 99), percentile(times["relay"], 99))
+    if not all(times.values()):
+        return [Row("WebSocket rows: no echo came back", {side: with_errors("", n) for side, n in errors.items()})]
     return [
-        Row("WebSocket echoes/s, 100 sockets", with_errors(fmt(rate[0]), errors["direct"]),
-            with_errors(fmt(rate[1]), errors["relay"]), f"{rate[1] / rate[0]:.0%}"),
-        Row("WebSocket round trip p50 ms, 100 sockets", fmt(p50[0], 2), fmt(p50[1], 2), f"{p50[1] - p50[0]:+.2f} ms"),
-        Row("WebSocket round trip p99 ms, 100 sockets", fmt(p99[0], 2), fmt(p99[1], 2), f"{p99[1] - p99[0]:+.2f} ms"),
+        compare("WebSocket echoes/s, 100 sockets", {s: statistics.median(v) for s, v in rates.items()}, "/s",
+                errors=errors),
+        compare("WebSocket round trip p50 ms, 100 sockets", {s: percentile(v, 50) for s, v in times.items()}, "ms", 2),
+        compare("WebSocket round trip p99 ms, 100 sockets", {s: percentile(v, 99) for s, v in times.items()}, "ms", 2),
         Row(f"  (2 rounds of 100 sockets x {plan.ws_echoes} echoes of 128 bytes each way; an echo is 2 messages)"),
     ]
 
@@ -367,22 +453,26 @@ def session_memory_rows() -> list[Row]:
     try:
         from bench import session_memory
     except ImportError:
-        return [Row("session memory, 10,000 sessions", relay="(bench/session_memory.py not present)")]
+        return [Row("session memory, 10,000 sessions", {"relay": "(bench/session_memory.py not present)"})]
     figures = session_memory.measure()  # the session store's own measurement (10,000 sessions by default)
     sizes = {key: value for key, value in figures.items() if key.endswith("_mib")} or figures
-    return [Row("session memory, 10,000 sessions", relay=", ".join(f"{k} {v}" for k, v in sizes.items()))]
+    return [Row("session memory, 10,000 sessions", {"relay": ", ".join(f"{k} {v}" for k, v in sizes.items())})]
 
 
 # -- output ---------------------------------------------------------------------
 
 
-def print_table(rows: list[Row]) -> None:
-    header = Row("measure", "direct", "relay", "relay vs direct", "target", "result")
-    table = [header, *rows]
-    widths = [max(len(getattr(row, col)) for row in table) for col in ("name", "direct", "relay", "versus", "target")]
-    for index, row in enumerate(table):
-        cells = [row.name.ljust(widths[0]), row.direct.rjust(widths[1]), row.relay.rjust(widths[2]),
-                 row.versus.rjust(widths[3]), row.target.ljust(widths[4]), row.verdict.ljust(6)]
+def print_table(rows: list[Row], baseline: bool) -> None:
+    sides = [side for side in SIDES if baseline or side != "baseline"]
+    refs = [ref for ref in REFERENCES if baseline or ref != "baseline"]
+    header = ["measure", *sides, *(f"relay vs {ref}" for ref in refs), "target", "result"]
+    table = [header] + [[row.name, *(row.cells.get(side, "") for side in sides),
+                         *(row.versus.get(ref, "") for ref in refs), row.target, row.verdict] for row in rows]
+    widths = [max(len(line[col]) for line in table) for col in range(len(header))]
+    left = {0, len(header) - 2, len(header) - 1}  # names, targets and verdicts read left to right
+    for index, line in enumerate(table):
+        cells = [cell.ljust(width) if col in left else cell.rjust(width)
+                 for col, (cell, width) in enumerate(zip(line, widths, strict=True))]
         print("| " + " | ".join(cells) + " |")
         if index == 0:
             print("|" + "|".join("-" * (len(cell) + 2) for cell in cells) + "|")
@@ -394,15 +484,48 @@ def conditions() -> str:
             f"Python {sys.version.split()[0]}")
 
 
+# -- the relays -----------------------------------------------------------------
+
+
+def checkout(revision: str, folder: Path) -> str:
+    """The project at `revision`, written into `folder` by `git archive` (this work tree is left alone); returns
+    the revision's short hash and subject."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    folder.mkdir(parents=True)
+    archive = subprocess.Popen(["git", "archive", commit], cwd=ROOT, stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(folder)], stdin=archive.stdout, check=True)
+    archive.stdout.close()
+    if archive.wait() != 0:
+        raise RuntimeError(f"git archive {commit} failed")
+    return subprocess.run(["git", "log", "-1", "--format=%h %s", commit], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def start_relays(stack: ExitStack, roots: dict[str, Path], env: dict[str, str], log_dir: Path,
+                 workers: int) -> dict[str, RelayServer]:
+    """Today's relay and, with --baseline, the older one, each with `workers` gevent workers."""
+    relays = {}
+    for side, root in roots.items():
+        relay = RelayServer(env | {"WEB_CONCURRENCY": str(workers)}, log_dir / f"{side}-{workers}w.log", root=root)
+        stack.callback(relay.stop)
+        relays[side] = relay.start()
+    return relays
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark the relay against a direct connection.")
+    parser = argparse.ArgumentParser(description="Benchmark the relay against a direct connection and nginx.")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (small counts, 1 s per load row)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also measure the relay of this git revision (e.g. main, HEAD~3), in the same rounds")
     parser.add_argument("--usage", action="store_true",
                         help="count usage: the bench's key becomes a labelled relay key, and METRICS=1")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if shutil.which("wrk") is None:
         parser.error("wrk is needed for the non-stream rows (Debian: apt-get install wrk)")
+    if nginx_proxy.binary() is None:
+        parser.error("nginx is needed for the reference rows (Debian: apt-get install nginx-light)")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of sockets, inherited by the servers
     print(f"conditions: {conditions()}; usage counting {'on' if args.usage else 'off'}", flush=True)
@@ -410,36 +533,52 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         log_dir = Path(tmp)
+        roots = {"relay": ROOT}
+        if args.baseline:
+            described = checkout(args.baseline, log_dir / "baseline")
+            roots["baseline"] = log_dir / "baseline"
+            print(f"baseline: {described}", flush=True)
         fake = start_upstream(stack, "tests.fake_upstream", log_dir)
         canned = start_upstream(stack, "bench.canned_upstream", log_dir)
         fake_ws = start_upstream(stack, "tests.fake_websocket", log_dir)
+        nginx = nginx_proxy.Nginx(log_dir / "nginx", port_of(fake), port_of(canned), port_of(fake_ws))
+        stack.callback(nginx.stop)
+        nginx.start()
         env = {"UPSTREAM_URL": fake, "ROUTES": f"canned={canned},ws={fake_ws}"}
         if args.usage:  # the clients' key, as a relay key: every answer's usage is read and counted
             env |= {"RELAY_KEYS": f"bench:{clients.BENCH_KEY}", "METRICS": "1"}
-        relay = RelayServer(env, log_dir / "relay.log")
-        stack.callback(relay.stop)
-        relay.start()
-        memory = WorkerMemory(relay.worker_pids()[0])
-        idle_mib = memory.rss_kb() / 1024
+        relays = start_relays(stack, roots, env, log_dir, workers=1)
+        memories = {side: WorkerMemory(relay.worker_pids()[0]) for side, relay in relays.items()}
+        idle_mib = {side: memory.rss_kb() / 1024 for side, memory in memories.items()}
+        proxies = {"nginx": nginx.url} | {side: relay.url for side, relay in relays.items()}
         sections = [
-            ("non-stream", lambda: non_stream_rows(plan, canned, fake, relay.url)),
-            ("streams", lambda: stream_rows(plan, fake, relay.url)),
-            ("transfers", lambda: transfer_rows(plan, canned, fake, relay.url, memory)),
-            ("concurrent streams", lambda: hold_rows(plan, relay.url, memory)),
-            ("WebSockets", lambda: websocket_rows(plan, fake_ws, relay.url)),
+            ("non-stream", lambda: non_stream_rows(plan, canned, fake, proxies)),
+            ("streams", lambda: stream_rows(plan, fake, proxies)),
+            ("transfers", lambda: transfer_rows(plan, canned, fake, proxies, memories)),
+            ("concurrent streams", lambda: hold_rows(plan, relays, memories)),
+            ("WebSockets", lambda: websocket_rows(plan, fake_ws, proxies)),
         ]
         for name, measure in sections:
             print(f"measuring {name}...", flush=True)
             rows += measure()
-        memory.peak_kb()
-        rows.append(Row("relay worker RSS idle / peak of the run, MiB",
-                        relay=f"{idle_mib:.1f} / {memory.overall_peak_kb / 1024:.1f}"))
+        for memory in memories.values():
+            memory.peak_kb()
+        rows.append(Row("relay worker RSS idle / peak of the run, MiB", {
+            side: f"{idle_mib[side]:.1f} / {memory.overall_peak_kb / 1024:.1f}" for side, memory in memories.items()}))
+        for relay in relays.values():
+            relay.stop()
+        print("measuring with 2 workers...", flush=True)
+        with ExitStack() as two:
+            doubled = start_relays(two, roots, env, log_dir, workers=2)
+            rows += two_worker_rows(plan, canned, fake, {"nginx": nginx.url} | {s: r.url for s, r in doubled.items()})
     print("measuring session memory...", flush=True)
     rows += session_memory_rows()
     print()
-    print_table(rows)
+    print_table(rows, baseline="baseline" in roots)
     print(f"\n{len(rows)} rows in {time.monotonic() - started:.0f} s; direct = straight to the upstream "
-          "(the canned upstream for non-stream rows, the fake upstream for the rest); relay = one gevent worker.")
+          "(the canned upstream for non-stream rows, the fake upstream for the rest); nginx = 2 workers; "
+          "relay = one gevent worker (2 in the rows that say so)"
+          + (f"; baseline = {described}, run the same way." if args.baseline else "."))
     return 0
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything the tests need (a virtualenv with the dev packages, and the
-# redis-server and chromium binaries the tests start themselves), lint, then run pytest.
+# redis-server, chromium, wrk and nginx binaries the tests start themselves), lint, then run pytest.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k stream
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
 command -v wrk >/dev/null || missing+=(wrk)  # bench/ load generator (tests/test_bench_smoke.py)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)  # bench/'s reference proxy
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq

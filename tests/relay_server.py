@@ -41,8 +41,9 @@ class PortTaken(RuntimeError):
 class RelayServer:
     """One gunicorn process tree serving the relay on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, python: str = sys.executable):
+    def __init__(self, env: dict[str, str], log_path: Path, python: str = sys.executable, root: Path = ROOT):
         self.python = python
+        self.root = root  # the project folder it runs from (bench/bench.py --baseline: an older revision's copy)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -66,7 +67,7 @@ class RelayServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.python, "-m", "gunicorn", "app:app"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

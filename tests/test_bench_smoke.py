@@ -1,4 +1,6 @@
-"""The benchmark runs end to end (`bench/bench.py --quick`) and prints its whole table.
+"""The benchmark runs end to end (`bench/bench.py --quick --baseline HEAD`) and prints its whole table: every
+figure straight to the upstreams, through nginx (started by the bench: `scripts/test.sh` installs it), through
+the relay, and through the relay of another revision (HEAD, from `git archive`).
 
 Behaviour only: the figures depend on the machine and its load, so no speed is asserted here
 (speed is what the benchmark itself reports, with pass/MISS per target).
@@ -14,29 +16,43 @@ from tests.relay_server import ROOT, clean_environ
 
 NUMBER = re.compile(r"\d[\d,]*(\.\d+)?")
 
-# Row name -> the columns that must hold a number.
+# Row name -> the columns that must hold a number. Every side of a compared row has one: straight to the
+# upstream, through nginx, through today's relay and through the baseline's (here HEAD, checked out by the bench).
+SIDES = ("direct", "nginx", "relay", "baseline")
+VERSUS = ("relay vs direct", "relay vs nginx", "relay vs baseline")
+ALL = SIDES + VERSUS
+RELAYS = ("relay", "baseline")
 ROWS_WITH_NUMBERS = {
-    "non-stream req/s, 16 connections": ("direct", "relay", "relay vs direct"),
-    "non-stream p99 ms, 16 connections": ("direct", "relay", "relay vs direct"),
-    "non-stream req/s, 64 connections": ("direct", "relay", "relay vs direct"),
-    "non-stream p99 ms, 64 connections": ("direct", "relay", "relay vs direct"),
+    "non-stream req/s, 16 connections": ALL,
+    "non-stream p99 ms, 16 connections": ALL,
+    "non-stream req/s, 64 connections": ALL,
+    "non-stream p99 ms, 64 connections": ALL,
+    "non-stream req/s, 16 connections, relay vs baseline": (*RELAYS, "relay vs baseline"),
+    "non-stream req/s, 64 connections, relay vs baseline": (*RELAYS, "relay vs baseline"),
+    "non-stream req/s, 64 connections vs 16": SIDES,
     "tests/fake_upstream alone, req/s, 16 conn.": ("direct", "relay vs direct"),
-    "stream TTFB (first chunk) p50 ms, 100 streams": ("direct", "relay", "relay vs direct"),
-    "per-chunk delay p50 ms, 100 streams": ("direct", "relay", "relay vs direct"),
-    "per-chunk delay p99 ms, 100 streams": ("direct", "relay", "relay vs direct"),
-    "upload MiB/s, 20 MiB body": ("direct", "relay", "relay vs direct"),
-    "download MiB/s, 20 MiB body": ("direct", "relay", "relay vs direct"),
-    "relay peak RSS added by a 20 MiB body, MiB": ("relay",),
-    "concurrent streams held, 200 tried": ("relay",),
-    "relay peak RSS during 200 streams, MiB": ("relay",),
-    "relay worker RSS idle / peak of the run, MiB": ("relay",),
-    "WebSocket echoes/s, 100 sockets": ("direct", "relay", "relay vs direct"),
-    "WebSocket round trip p50 ms, 100 sockets": ("direct", "relay", "relay vs direct"),
-    "WebSocket round trip p99 ms, 100 sockets": ("direct", "relay", "relay vs direct"),
+    "stream TTFB (first chunk) p50 ms, 100 streams": ALL,
+    "per-chunk delay p50 ms, 100 streams": ALL,
+    "per-chunk delay p99 ms, 100 streams": ALL,
+    "upload MiB/s, 20 MiB body": ALL,
+    "download MiB/s, 20 MiB body": ALL,
+    "relay peak RSS added by a 20 MiB body, MiB": (*RELAYS, "relay vs baseline"),
+    "concurrent streams held, 200 tried": RELAYS,
+    "relay peak RSS during 200 streams, MiB": (*RELAYS, "relay vs baseline"),
+    "relay worker RSS idle / peak of the run, MiB": RELAYS,
+    "WebSocket echoes/s, 100 sockets": ALL,
+    "WebSocket round trip p50 ms, 100 sockets": ALL,
+    "WebSocket round trip p99 ms, 100 sockets": ALL,
+    "non-stream req/s, 64 connections, 2 workers": ALL,
+    "non-stream p99 ms, 64 connections, 2 workers": ALL,
+    "burst TTFB p50 ms, 100 streams at once, 2 workers": ALL,
+    "burst per-chunk delay p99 ms, 2 workers": ALL,
 }
 TARGET_ROWS = [
     "non-stream req/s, 16 connections",
     "non-stream req/s, 64 connections",
+    "non-stream req/s, 16 connections, relay vs baseline",
+    "non-stream req/s, 64 connections vs 16",
     "stream TTFB (first chunk) p50 ms, 100 streams",
     "per-chunk delay p99 ms, 100 streams",
     "upload MiB/s, 20 MiB body",
@@ -44,6 +60,8 @@ TARGET_ROWS = [
     "relay peak RSS added by a 20 MiB body, MiB",
     "concurrent streams held, 200 tried",
     "relay peak RSS during 200 streams, MiB",
+    "burst TTFB p50 ms, 100 streams at once, 2 workers",
+    "burst per-chunk delay p99 ms, 2 workers",
 ]
 
 
@@ -59,8 +77,8 @@ def parse_table(output: str) -> dict[str, dict[str, str]]:
 
 def test_quick_run_prints_every_row_with_figures_and_verdicts():
     run = subprocess.run(
-        [sys.executable, "bench/bench.py", "--quick"],
-        cwd=ROOT, env=clean_environ(), capture_output=True, text=True, timeout=170,
+        [sys.executable, "bench/bench.py", "--quick", "--baseline", "HEAD"],
+        cwd=ROOT, env=clean_environ(), capture_output=True, text=True, timeout=240,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rows = parse_table(run.stdout)
@@ -72,7 +90,10 @@ def test_quick_run_prints_every_row_with_figures_and_verdicts():
     for name in TARGET_ROWS:
         assert rows[name]["target"], f"{name!r} has no target"
         assert rows[name]["result"] in ("pass", "MISS"), rows[name]
-    assert "errors" not in rows["non-stream req/s, 16 connections"]["relay"]
-    held = rows["concurrent streams held, 200 tried"]["relay"]
-    assert re.fullmatch(r"\d+ open at once, \d+ errors.*", held), held
+    for side in ("nginx", "relay", "baseline"):
+        assert "errors" not in rows["non-stream req/s, 16 connections"][side], rows["non-stream req/s, 16 connections"]
+    for side in RELAYS:
+        held = rows["concurrent streams held, 200 tried"][side]
+        assert re.fullmatch(r"\d+ open at once, \d+ errors.*", held), held
+    assert re.search(r"^baseline: [0-9a-f]{7,} ", run.stdout, re.MULTILINE), run.stdout[:500]  # HEAD, described
     assert "session memory, 10,000 sessions" in rows
