@@ -27,15 +27,14 @@ def _state_shared(env) -> bool:
     """Whether what the relay keeps between requests lives in Redis, so that any worker may take any request.
 
     REDIS_URL or KV_URL hold it all (sessions, rate-limit counters, usage and budgets). A Redis SESSION_STORE
-    alone moves only the sessions: it is enough unless rate limits, budgets or labelled relay keys (usage
-    figures) are counted, which then stay in each process.
+    alone moves only the sessions: it is enough unless rate limits, budgets or relay keys (usage figures,
+    failed-key counts) are counted, which then stay in each process.
     """
     if env.get("REDIS_URL") or env.get("KV_URL"):
         return True
     if not env.get("SESSION_STORE", "").startswith(("redis://", "rediss://", "unix://")):
         return False
-    labelled = any(":" in item for item in env.get("RELAY_KEYS", "").split(","))
-    return not (env.get("RATE_LIMIT") or env.get("KEY_BUDGETS") or labelled)
+    return not (env.get("RATE_LIMIT") or env.get("KEY_BUDGETS") or env.get("RELAY_KEYS"))
 
 
 # WEB_CONCURRENCY when set (Heroku's buildpack sets it from the dyno's memory unless the app does); otherwise one

@@ -89,6 +89,7 @@ def test_which_settings_share_the_state():
     assert not shared({"SESSION_STORE": "memory"})
     assert shared({"REDIS_URL": "redis://r:6379/0", "RATE_LIMIT": "60/minute"})
     assert shared({"KV_URL": "rediss://kv:6379"})
-    assert shared({"SESSION_STORE": "rediss://r:6379/0", "RELAY_KEYS": "sk-relay-a,sk-relay-b"})
+    assert shared({"SESSION_STORE": "rediss://r:6379/0"})
+    assert not shared({"SESSION_STORE": "rediss://r:6379/0", "RELAY_KEYS": "sk-relay-a,sk-relay-b"})  # their usage
     assert not shared({"SESSION_STORE": "redis://r:6379/0", "KEY_BUDGETS": "team=1000000/day"})
     assert not shared({"SESSION_STORE": "redis://r:6379/0", "RELAY_KEYS": "team:sk-relay-a"})  # usage per label
