@@ -105,13 +105,8 @@ def _configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # That format names no caller, thread or process: skip finding them for every record (one access line
-        # per request; the logging HOWTO's "Optimization" section).
-        logging._srcfile = None
-        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("relay").setLevel(level.upper())
     logging.getLogger("gunicorn.error").addFilter(OneLineDrops())
 
 
 app = create_app()
-
