@@ -15,13 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import requests
 from flask import Request, current_app
 
 from access import current_access
 from proxy.errors import upstream_error_message
 from proxy.routes import Route
-from proxy.upstream import Upstream, UpstreamBrokeOff, UpstreamTimeout, UpstreamUnreachable, read_whole
+from proxy.upstream import (
+    Upstream,
+    UpstreamBrokeOff,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    read_whole,
+)
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 FORWARDED_HEADERS = ("OpenAI-Organization", "OpenAI-Project")  # select which organization's billing is read
@@ -112,7 +118,7 @@ class BillingUpstream:
             raise answer.failure(what)
         return document
 
-    def _read_whole(self, response: requests.Response) -> Answer:
+    def _read_whole(self, response: UpstreamResponse) -> Answer:
         try:
             body = read_whole(response, MAX_ANSWER_BYTES)
         except UpstreamTimeout:

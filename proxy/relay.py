@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import requests
 from flask import Response, current_app, g, request
 from urllib3.response import HTTPResponse
 
@@ -23,6 +22,7 @@ from .upstream import (
     Upstream,
     UpstreamBadResponse,
     UpstreamBrokeOff,
+    UpstreamResponse,
     UpstreamTimeout,
     UpstreamUnreachable,
     abort,
@@ -111,7 +111,7 @@ def relay(route: Route) -> Response:
 
 def send_body(
     route: Route, grant: Grant, url: str, headers: dict[str, str], body: ClientBody | None
-) -> requests.Response:
+) -> UpstreamResponse:
     """Send the request, its body held in memory for a retry if the budget allows, streamed otherwise;
     a client that leaves while the upstream has the request interrupts it (`ClientGone`)."""
     length = body.length if body is not None else None
@@ -124,12 +124,12 @@ def send_body(
 
 def send_with_keys(
     route: Route, grant: Grant, url: str, headers: dict[str, str], body: bytes | ClientBody | None
-) -> requests.Response:
+) -> UpstreamResponse:
     """Send the request with each upstream key in turn while the upstream refuses the key (401, 429).
 
     A retry happens before anything is sent to the client, and only for a body held in memory.
     """
-    def send(key: str | None) -> requests.Response:
+    def send(key: str | None) -> UpstreamResponse:
         return upstream_pool().send(request.method, url, route.origin, grant.with_key(headers, key), body)
 
     *first, last = grant.attempts()
@@ -143,7 +143,7 @@ def send_with_keys(
     return upstream
 
 
-def client_response(upstream: requests.Response, heartbeat: float, relocation: Relocation | None = None,
+def client_response(upstream: UpstreamResponse, heartbeat: float, relocation: Relocation | None = None,
                     scrub: BodyChange | None = None) -> Response:
     """The upstream's status, headers and body, as they arrive; upstream URLs in them relocated to the relay,
     and, given `scrub`, the body read whole and scrubbed (unless it is an event stream)."""
@@ -172,20 +172,20 @@ def client_response(upstream: requests.Response, heartbeat: float, relocation: R
     return RelayResponse(body, status=upstream.status_code, headers=headers, direct_passthrough=True)
 
 
-def _small_json(upstream: requests.Response) -> bool:
+def _small_json(upstream: UpstreamResponse) -> bool:
     length = upstream.headers.get("Content-Length", "")
     is_json = upstream.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
     return is_json and (not length or (length.isdigit() and int(length) <= CHANGED_BODY_LIMIT))
 
 
-def _undecodable(upstream: requests.Response) -> str | None:
+def _undecodable(upstream: UpstreamResponse) -> str | None:
     """The answer's content codings urllib3 cannot decode (br without brotli...), or None."""
     codings = [token.strip().lower() for token in upstream.headers.get("Content-Encoding", "").split(",")]
     unknown = [token for token in codings if token and token != "identity" and token not in DECODABLE]
     return ", ".join(unknown) or None
 
 
-def _changed_body(upstream: requests.Response, headers: list[tuple[str, str]], changes: list[BodyChange]) -> Response:
+def _changed_body(upstream: UpstreamResponse, headers: list[tuple[str, str]], changes: list[BodyChange]) -> Response:
     """The upstream's body read whole (decoded, so no `Content-Encoding`), changed, with its new length.
 
     A body that cannot be read whole and decoded is not sent as it is either: 502 (or 504 for a silence).

@@ -18,9 +18,7 @@ import queue
 import threading
 from collections.abc import Iterator
 
-import requests
-
-from .upstream import abort, shut_down
+from .upstream import UpstreamResponse, abort, shut_down
 
 READ_SIZE = 256 * 1024
 HEARTBEAT = b": keep-alive\n\n"
@@ -57,7 +55,7 @@ class OneLineDrops(logging.Filter):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
 
 
-def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[bytes]:
+def relay_body(response: UpstreamResponse, heartbeat: float = 0.0) -> Iterator[bytes]:
     """Yield the upstream body as it arrives.
 
     urllib3 gives the connection back to the pool once the body is read to its end; one
@@ -76,7 +74,7 @@ def relay_body(response: requests.Response, heartbeat: float = 0.0) -> Iterator[
             abort(response)
 
 
-def _read(response: requests.Response, size: int = READ_SIZE) -> bytes:
+def _read(response: UpstreamResponse, size: int = READ_SIZE) -> bytes:
     try:
         return response.raw.read1(size, decode_content=False)
     except Exception as exc:  # urllib3 ProtocolError, ReadTimeoutError, OSError...
@@ -92,7 +90,7 @@ HANDOFF_SLOTS = 8
 HANDOFF_WAIT = 0.2  # seconds between the reader's checks that the writer is still there
 
 
-def _with_heartbeat(response: requests.Response, interval: float) -> Iterator[bytes]:
+def _with_heartbeat(response: UpstreamResponse, interval: float) -> Iterator[bytes]:
     """Read in a helper thread (a greenlet under gevent) so silence can be timed.
 
     The hand-off is bounded: the reader waits while it is full, so the upstream is read

@@ -39,6 +39,8 @@ class TrustedProxies:
         return cls(networks=networks)
 
     def trusts(self, address: str) -> bool:
+        if not self.networks:  # the default: no address to parse on every request
+            return False
         try:
             ip = ipaddress.ip_address(address.strip())
         except ValueError:

@@ -14,7 +14,6 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 
-import requests
 from flask import Response, current_app, request
 
 from access import current_access
@@ -28,6 +27,7 @@ from proxy.streaming import close_body
 from proxy.upstream import (
     UpstreamBadResponse,
     UpstreamBrokeOff,
+    UpstreamResponse,
     UpstreamTimeout,
     UpstreamUnreachable,
     abort,
@@ -87,7 +87,7 @@ class RecordedStream:
     in every case, which frees the upstream connection and the session's lock.
     """
 
-    def __init__(self, body: Iterable[bytes], upstream: requests.Response, record: Callable[[str], None],
+    def __init__(self, body: Iterable[bytes], upstream: UpstreamResponse, record: Callable[[str], None],
                  lock: SessionLock):
         self.body = body
         self.upstream = upstream
@@ -121,7 +121,7 @@ class RecordedStream:
             self.lock.release()
 
 
-def _ask_upstream(route: Route, turn: Turn, messages: list[dict[str, str]], key: str) -> requests.Response:
+def _ask_upstream(route: Route, turn: Turn, messages: list[dict[str, str]], key: str) -> UpstreamResponse:
     """The upstream's 200 answer, body unread; any other answer or failure is raised as a `Failure`."""
     payload: dict = {"model": turn.model, "messages": messages}
     if turn.stream:
@@ -154,7 +154,7 @@ def _ask_upstream(route: Route, turn: Turn, messages: list[dict[str, str]], key:
     return upstream
 
 
-def _read_all(upstream: requests.Response, host: str) -> bytes:
+def _read_all(upstream: UpstreamResponse, host: str) -> bytes:
     try:
         return read_whole(upstream, MAX_ANSWER_BYTES)
     except UpstreamTimeout:
@@ -163,7 +163,7 @@ def _read_all(upstream: requests.Response, host: str) -> bytes:
         raise Failure(502, f"The upstream {host} {exc}.") from None
 
 
-def _refusal(upstream: requests.Response, host: str) -> Failure:
+def _refusal(upstream: UpstreamResponse, host: str) -> Failure:
     """The upstream's status and its own error message (OpenAI shape, any upstream key removed), as a `Failure`."""
     status = upstream.status_code
     message = f"The upstream {host} answered {status}."
@@ -173,7 +173,7 @@ def _refusal(upstream: requests.Response, host: str) -> Failure:
     return Failure(status if status >= 400 else 502, message, headers)
 
 
-def _reply_text(upstream: requests.Response, host: str) -> str:
+def _reply_text(upstream: UpstreamResponse, host: str) -> str:
     try:
         answer = json.loads(_read_all(upstream, host))
         content = answer["choices"][0]["message"]["content"]
