@@ -279,15 +279,8 @@ def stream_rows(plan: Plan, fake: str, proxies: dict[str, str]) -> list[Row]:
 
     The sides' rounds alternate, so that load from elsewhere on the machine falls on all of them.
     """
-    ports = {"direct": port_of(fake)} | {side: port_of(url) for side, url in proxies.items()}
-    results: dict[str, list[clients.StreamResult]] = {side: [] for side in ports}
-    for port in ports.values():
-        run_async(clients.burst_streams(port, CHAT, 100, 1, 0, timeout=30))  # warm the pools
-    for _ in range(plan.stream_rounds):
-        for side, port in ports.items():
-            results[side] += run_async(clients.steady_streams(
-                port, CHAT, 100, 1, plan.stream_chunks, plan.stream_delay, timeout=60))
-    errors, firsts, chunks = stream_figures(results)
+    errors, firsts, chunks = stream_rounds(plan, fake, proxies, lambda port: clients.steady_streams(
+        port, CHAT, 100, 1, plan.stream_chunks, plan.stream_delay, timeout=60))
     if not all(chunks.values()):
         return [Row("stream rows: no stream completed", {side: with_errors("", n) for side, n in errors.items()})]
     return [
@@ -296,9 +289,23 @@ def stream_rows(plan: Plan, fake: str, proxies: dict[str, str]) -> list[Row]:
         compare("per-chunk delay p50 ms, 100 streams", {s: percentile(v, 50) for s, v in chunks.items()}, "ms", 2),
         compare("per-chunk delay p99 ms, 100 streams", {s: percentile(v, 99) for s, v in chunks.items()}, "ms", 2,
                 errors, "added < 10 ms", lambda v: v["relay"] - v["direct"] < 10),
-        Row(f"  ({len(results['relay'])} streams of {plan.stream_chunks} chunks {plan.stream_delay * 1000:.0f} ms "
+        Row(f"  ({len(firsts['relay'])} streams of {plan.stream_chunks} chunks {plan.stream_delay * 1000:.0f} ms "
             f"apart each way, {len(chunks['relay']):,} later chunks relayed)"),
     ]
+
+
+def stream_rounds(plan: Plan, fake: str, proxies: dict[str, str], streams):
+    """Each side's streams (`streams(port)`, a coroutine) in alternating rounds, after warming the pools;
+    the figures of `stream_figures`."""
+    ports = {"direct": port_of(fake)} | {side: port_of(url) for side, url in proxies.items()}
+    results: dict[str, list[clients.StreamResult]] = {side: [] for side in ports}
+    for port in ports.values():
+        run_async(clients.burst_streams(port, CHAT, 100, 1, 0, timeout=30))  # warm the pools
+    for _ in range(plan.stream_rounds):
+        for side, port in ports.items():
+            results[side] += run_async(streams(port))
+            time.sleep(0.2)  # let the last closes settle before the next side's round
+    return stream_figures(results)
 
 
 def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str]) -> list[Row]:
@@ -308,16 +315,8 @@ def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str])
     rps, p99, errors = wrk_rounds(plan, urls, 64)
     rows = [compare("non-stream req/s, 64 connections, 2 workers", rps, "/s", errors=errors),
             compare("non-stream p99 ms, 64 connections, 2 workers", p99, "ms", 1)]
-    ports = {"direct": port_of(fake)} | {side: port_of(url) for side, url in proxies.items()}
-    results: dict[str, list[clients.StreamResult]] = {side: [] for side in ports}
-    for port in ports.values():
-        run_async(clients.burst_streams(port, CHAT, 100, 1, 0, timeout=30))  # warm the pools
-    for _ in range(plan.stream_rounds):
-        for side, port in ports.items():
-            results[side] += run_async(clients.burst_streams(
-                port, CHAT, 100, plan.stream_chunks, plan.stream_delay, timeout=60))
-            time.sleep(0.2)  # let the last closes settle before the next side's burst
-    errors, firsts, chunks = stream_figures(results)
+    errors, firsts, chunks = stream_rounds(plan, fake, proxies, lambda port: clients.burst_streams(
+        port, CHAT, 100, plan.stream_chunks, plan.stream_delay, timeout=60))
     if not all(chunks.values()):
         return rows + [Row("burst rows: no stream completed", {s: with_errors("", n) for s, n in errors.items()})]
     return rows + [
