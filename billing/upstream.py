@@ -23,9 +23,9 @@ from proxy.routes import Route
 from proxy.upstream import (
     Upstream,
     UpstreamBrokeOff,
+    UpstreamFailure,
     UpstreamResponse,
     UpstreamTimeout,
-    UpstreamUnreachable,
     read_whole,
 )
 
@@ -102,10 +102,8 @@ class BillingUpstream:
         url = self.route.base + path + (f"?{urlencode(params)}" if params else "")
         try:
             response = self.pool.send("GET", url, self.route.origin, dict(self.headers))
-        except UpstreamTimeout:
-            raise BillingError(504, f"The upstream {self.route.host} did not answer in time.") from None
-        except UpstreamUnreachable:
-            raise BillingError(502, f"The upstream {self.route.host} could not be reached.") from None
+        except UpstreamFailure as exc:
+            raise BillingError(exc.status, exc.message(self.route.host)) from None
         return self._read_whole(response)
 
     def get_json(self, path: str, what: str, params: Mapping[str, str | int] | None = None) -> dict[str, Any]:

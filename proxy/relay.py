@@ -20,11 +20,10 @@ from .settings import current_settings
 from .streaming import relay_body
 from .upstream import (
     Upstream,
-    UpstreamBadResponse,
     UpstreamBrokeOff,
+    UpstreamFailure,
     UpstreamResponse,
     UpstreamTimeout,
-    UpstreamUnreachable,
     abort,
     read_whole,
 )
@@ -93,12 +92,8 @@ def relay(route: Route) -> Response:
         return openai_error(408, "The request body came too slowly; the connection is closed.", "client_timeout")
     except ClientGone:
         return openai_error(499, "The client closed the connection before the answer.", "client_gone")
-    except UpstreamTimeout:
-        return openai_error(504, f"The upstream {route.host} did not answer in time.", "upstream_timeout")
-    except UpstreamBadResponse as exc:
-        return openai_error(502, f"The upstream {route.host} {exc}.", "upstream_bad_response")
-    except UpstreamUnreachable:
-        return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
+    except UpstreamFailure as exc:
+        return openai_error(exc.status, exc.message(route.host), exc.code)
     if body is not None and not body.complete:
         abort(upstream)  # the upstream answered without the whole body: its connection cannot be reused
         return openai_error(502, f"The upstream {route.host} answered before it had the whole request body.",

@@ -31,7 +31,18 @@ UPLOAD_BLOCK = 1024 * 1024  # bytes per read of the client's body and per write 
 NO_RETRY = Retry(0, read=False)  # the relay never sends a request twice; a failed read is raised as it is
 
 
-class UpstreamUnreachable(Exception):
+class UpstreamFailure(Exception):
+    """No usable answer came from the upstream. Each kind says how the relay answers, so that the relay,
+    WebSockets, session chat and billing word the same failure the same way."""
+
+    status = 502
+    code = "upstream_unreachable"
+
+    def message(self, host: str) -> str:
+        return f"The upstream {host} could not be reached."
+
+
+class UpstreamUnreachable(UpstreamFailure):
     """No connection could be made (refused, DNS, TLS): the relay answers 502."""
 
 
@@ -39,9 +50,20 @@ class UpstreamBadResponse(UpstreamUnreachable):
     """The upstream answered something that is not a readable HTTP response (a 1 MiB header, 100+ headers,
     garbage, a connection closed instead of an answer): the relay answers 502 and says which."""
 
+    code = "upstream_bad_response"
 
-class UpstreamTimeout(Exception):
+    def message(self, host: str) -> str:
+        return f"The upstream {host} {self}."
+
+
+class UpstreamTimeout(UpstreamFailure):
     """The upstream did not connect or answer in time: the relay answers 504."""
+
+    status = 504
+    code = "upstream_timeout"
+
+    def message(self, host: str) -> str:
+        return f"The upstream {host} did not answer in time."
 
 
 class UpstreamBrokeOff(Exception):

@@ -37,7 +37,7 @@ from .headers import request_headers, response_headers
 from .relay import RelayResponse, access_control, upstream_pool, usage_meter
 from .routes import Route, upstream_url
 from .settings import current_settings
-from .upstream import UpstreamTimeout, UpstreamUnreachable
+from .upstream import UpstreamFailure, UpstreamTimeout, UpstreamUnreachable
 
 if TYPE_CHECKING:
     from access import Grant
@@ -65,10 +65,11 @@ def relay_websocket(route: Route) -> Response:
     target = url[len(route.origin) :] or "/"
     try:
         upstream, answer, early = _handshake(route, grant, target, headers)
-    except UpstreamTimeout:
-        return openai_error(504, f"The upstream {route.host} did not answer in time.", "upstream_timeout")
-    except (UpstreamUnreachable, OSError, http.client.HTTPException):
-        return openai_error(502, f"The upstream {route.host} could not be reached.", "upstream_unreachable")
+    except UpstreamFailure as exc:
+        return openai_error(exc.status, exc.message(route.host), exc.code)
+    except (OSError, http.client.HTTPException):
+        failure = UpstreamUnreachable()
+        return openai_error(failure.status, failure.message(route.host), failure.code)
     if answer.status != 101:
         return _refusal(upstream, answer)
     on_open = partial(usage_meter().count_websocket, grant.label, route.prefix, 101)  # one request, tokens unknown

@@ -25,11 +25,10 @@ from proxy.routes import Route
 from proxy.settings import current_settings
 from proxy.streaming import close_body
 from proxy.upstream import (
-    UpstreamBadResponse,
     UpstreamBrokeOff,
+    UpstreamFailure,
     UpstreamResponse,
     UpstreamTimeout,
-    UpstreamUnreachable,
     abort,
     read_whole,
 )
@@ -143,12 +142,8 @@ def _ask_upstream(route: Route, turn: Turn, messages: list[dict[str, str]], key:
             )
     except ClientGone:
         raise Failure(499, "The client closed the connection before the answer.") from None
-    except UpstreamTimeout:
-        raise Failure(504, f"The upstream {route.host} did not answer in time.") from None
-    except UpstreamBadResponse as exc:
-        raise Failure(502, f"The upstream {route.host} {exc}.") from None
-    except UpstreamUnreachable:
-        raise Failure(502, f"The upstream {route.host} could not be reached.") from None
+    except UpstreamFailure as exc:
+        raise Failure(exc.status, exc.message(route.host)) from None
     if upstream.status_code != 200:
         raise _refusal(upstream, route.host)
     return upstream
