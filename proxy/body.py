@@ -56,6 +56,8 @@ class ClientBody:
         return self.ended
 
     def read(self, size: int = -1) -> bytes:
+        if self.ended:
+            return b""
         want = size if size and size > 0 else UPLOAD_BLOCK
         if self.length is not None:
             want = min(want, self.length - self.count)
@@ -67,7 +69,7 @@ class ClientBody:
                 break
             parts.append(piece)
             got += len(piece)
-        if not got:
+        if not got or self.count == self.length:  # at the declared end, without a read that waits for nothing
             self._end()
         return b"".join(parts)
 

@@ -5,11 +5,12 @@ when the whole completion is ready). A client that hangs up meanwhile is only
 noticed when the answer is written to it, so its upstream request would run on,
 and hold a connection, up to `UPSTREAM_READ_TIMEOUT`.
 
-Under gevent, a small greenlet watches the client's socket while the request is
-with the upstream: once the body has been read, the client has nothing more to
-send, so the socket becomes readable only when it closes (or sends its next,
-pipelined request). It looks with `MSG_PEEK`, so a pipelined request stays where
-it is for gunicorn to read; end-of-file means the client has gone, and the
+Under gevent, the hub watches the client's socket while the request is with
+the upstream (a libev IO watcher: no greenlet of its own, nothing to switch to
+while the client stays): once the body has been read, the client has nothing
+more to send, so the socket becomes readable only when it closes (or sends its
+next, pipelined request). It looks with `MSG_PEEK`, so a pipelined request stays
+where it is for gunicorn to read; end-of-file means the client has gone, and the
 waiting request is interrupted with `ClientGone` (urllib3 then closes the
 upstream connection). A client that only half-closes (shutdown of its sending
 side) is taken as gone too, as nginx does.
@@ -42,33 +43,41 @@ def watch_departure(environ: dict[str, Any], body_read: Callable[[], bool]) -> I
     import gevent
 
     waiting = gevent.getcurrent()
-    state = {"inside": True}
+    loop = gevent.get_hub().loop
+    readable = loop.io(sock.fileno(), 1)  # 1: EV_READ
+    not_yet = loop.timer(NOT_READY_WAIT, NOT_READY_WAIT)
 
-    def interrupt() -> None:
-        if state["inside"]:  # run by the hub: the block is switched out, so it cannot be leaving meanwhile
+    def look() -> None:  # run by the hub (so the block is switched out), as are the callbacks below
+        if body_read():
+            not_yet.stop()
+            readable.start(said_something)
+
+    def said_something() -> None:
+        gone = _gone(sock)
+        if gone is None:  # woken for nothing: keep watching
+            return
+        readable.stop()  # data (a pipelined request) is not looked at again: the socket stays readable
+        if gone:
             waiting.throw(ClientGone())
 
-    def watch() -> None:
-        if _gone(sock, body_read):
-            gevent.get_hub().loop.run_callback(interrupt)
-
-    watcher = gevent.spawn(watch)
     try:
+        if body_read():
+            readable.start(said_something)
+        else:
+            not_yet.start(look)
         yield
     finally:
-        state["inside"] = False
-        watcher.kill(block=True, timeout=1)
+        readable.close()
+        not_yet.close()
 
 
-def _gone(sock: socket.socket, body_read: Callable[[], bool]) -> bool:
-    """Wait until the client's socket says something; True if it is the end (or an error), False for data."""
-    import gevent
-    from gevent.socket import wait_read
-
-    while not body_read():
-        gevent.sleep(NOT_READY_WAIT)
+def _gone(sock: Any) -> bool | None:
+    """What a client socket says, without taking it: True for end-of-file (or an error), False for data,
+    None for nothing yet."""
+    raw = getattr(sock, "_sock", sock)  # gevent's socket wraps the OS socket, which gevent keeps non-blocking
     try:
-        wait_read(sock.fileno())
-        return not sock.recv(1, socket.MSG_PEEK)
+        return not raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
     except OSError:  # reset by the peer
         return True

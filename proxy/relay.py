@@ -36,6 +36,11 @@ if TYPE_CHECKING:  # access/ and usage/ import proxy/: the app's Access and Usag
 # announced larger pass unchanged; error bodies scrubbed of keys have no such way out: one larger is a 502.
 CHANGED_BODY_LIMIT = 8 * 1024 * 1024
 
+# A body this small is read whole before it goes upstream, outside the replay budget: gunicorn holds it
+# already (it reads 8 KiB and more at a time), it then goes out with the request head in one write, and the
+# client's departure can be watched from the start (proxy/departure.py).
+SMALL_BODY = 64 * 1024
+
 BodyChange = Callable[[bytes], bytes]  # the whole, decoded body in; the body to send out
 DECODABLE = frozenset(HTTPResponse.CONTENT_DECODERS)  # gzip, deflate, and br / zstd when their library is installed
 
@@ -107,12 +112,13 @@ def relay(route: Route) -> Response:
 def send_body(
     route: Route, grant: Grant, url: str, headers: dict[str, str], body: ClientBody | None
 ) -> UpstreamResponse:
-    """Send the request, its body held in memory for a retry if the budget allows, streamed otherwise;
-    a client that leaves while the upstream has the request interrupts it (`ClientGone`)."""
+    """Send the request, its body held in memory if small or for a retry if the budget allows, streamed
+    otherwise; a client that leaves while the upstream has the request interrupts it (`ClientGone`)."""
     length = body.length if body is not None else None
-    replayable = length is not None and length <= REPLAY_LIMIT and grant.may_retry
+    replayable = length is not None and SMALL_BODY < length <= REPLAY_LIMIT and grant.may_retry
     with replay_budget().hold(length if replayable else None) as held:
-        sent = body.read_all() if held else body
+        small = length is not None and length <= SMALL_BODY
+        sent = body.read_all() if held or small else body
         with watch_departure(request.environ, lambda: body is None or body.complete):
             return send_with_keys(route, grant, url, headers, sent)
 

@@ -18,6 +18,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.connection
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies, select_proxy, urldefragauth
 from urllib3 import HTTPConnectionPool, HTTPResponse
@@ -86,6 +87,72 @@ class UpstreamResponse:
         self.raw.release_conn()
 
 
+HEAD_WITH_BODY = 64 * 1024  # a first piece of body up to this size goes out in one write with the request head
+
+
+class _RelayConnection:
+    """What the relay changes in urllib3's connections (mixed into both, see `_CONNECTION_CLASSES`).
+
+    - The head of a request goes out with the first piece of its body in one write: http.client sends them
+      apart, which costs a second system call and gives the upstream a head without its body.
+    - An idle pooled connection is checked with one non-blocking `MSG_PEEK` on the OS socket instead of
+      urllib3's poll, which under gevent builds and tears down a watcher for each request. Both say the same:
+      a connection with bytes or an end-of-file waiting is dropped.
+    """
+
+    _head: bytes | None = None
+    _hold_head = False
+
+    def request(self, method: str, url: str, body: object = None, headers: object = None, **options: object) -> None:
+        self._hold_head = body is not None
+        try:
+            super().request(method, url, body=body, headers=headers, **options)  # type: ignore[misc]
+            if self._head is not None:  # a body with no bytes
+                super().send(self._head)  # type: ignore[misc]
+        finally:
+            self._head, self._hold_head = None, False
+
+    def send(self, data: bytes) -> None:
+        if self._hold_head:  # the first send of a request with a body: its head
+            self._head, self._hold_head = data, False
+            return
+        if self._head is not None:
+            head, self._head = self._head, None
+            if len(data) <= HEAD_WITH_BODY:
+                data = head + data
+            else:
+                super().send(head)  # type: ignore[misc]
+        super().send(data)  # type: ignore[misc]
+
+    @property
+    def is_connected(self) -> bool:
+        sock = getattr(self, "sock", None)
+        raw = getattr(sock, "_sock", None)  # gevent's socket wraps the OS socket, which it keeps non-blocking
+        if raw is None or raw.gettimeout() != 0.0:
+            return super().is_connected  # type: ignore[misc]
+        try:
+            raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True  # nothing waiting: still good
+        except OSError:
+            return False
+        return False  # bytes nobody asked for, or the end: of no use
+
+
+class RelayHTTPConnection(_RelayConnection, urllib3.connection.HTTPConnection):
+    pass
+
+
+class RelayHTTPSConnection(_RelayConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+_CONNECTION_CLASSES = {
+    urllib3.connection.HTTPConnection: RelayHTTPConnection,
+    urllib3.connection.HTTPSConnection: RelayHTTPSConnection,
+}
+
+
 class Upstream:
     def __init__(self, settings: Settings, routes: Iterable[Route]):
         self.timeout = (settings.upstream_connect_timeout, settings.upstream_read_timeout)
@@ -151,6 +218,7 @@ class Upstream:
             prepared.url = origin + "/"
             proxies = self.proxies(origin)
             pool = self.adapter.get_connection_with_tls_context(prepared, self.verify, proxies)
+            pool.ConnectionCls = _CONNECTION_CLASSES.get(pool.ConnectionCls, pool.ConnectionCls)
             absolute = bool(select_proxy(origin, proxies)) and not origin.lower().startswith("https:")
             found = self._pools[origin] = (pool, absolute)
         return found

@@ -64,7 +64,8 @@ def upstream_closed_within(fake, tag: str, seconds: float) -> float:
 
 
 @pytest.mark.parametrize("drip", [False, True], ids=["stalled", "dripping"])
-def test_a_slow_body_is_cut_and_its_upstream_connection_closed(slow_relay, fake, drip):
+def test_a_slow_small_body_is_cut_before_anything_goes_upstream(slow_relay, fake, drip):
+    """A small body (up to 64 KiB) is read whole before its request goes out: nothing of it reaches the upstream."""
     tag = f"slow-body-{'drip' if drip else 'stall'}"
     with socket.create_connection(("127.0.0.1", slow_relay.port), timeout=10) as sock:
         sock.sendall(body_head(tag, 1000) + b'{"input": "')
@@ -73,6 +74,19 @@ def test_a_slow_body_is_cut_and_its_upstream_connection_closed(slow_relay, fake,
     assert status_of(answer) == 408, answer[:300]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "client_timeout"
     # stalled: one read waits CLIENT_TIMEOUT; dripping: CLIENT_TIMEOUT plus 1000 bytes at 1 KiB/s
+    assert took < LIMIT + 1 + 4
+    time.sleep(0.5)
+    assert fake.tagged(tag) == []
+
+
+def test_a_slow_large_body_is_cut_and_its_upstream_connection_closed(slow_relay, fake):
+    """A large body is streamed upstream as it comes; cut off midway, its upstream connection is closed too."""
+    tag = "slow-body-large"
+    with socket.create_connection(("127.0.0.1", slow_relay.port), timeout=10) as sock:
+        sock.sendall(body_head(tag, 3 * 1024 * 1024) + b"x" * (1536 * 1024))  # half of it, then nothing
+        answer, took = wait_answer(sock, False, limit=20)
+    print(f"\n{tag}: cut after {took:.1f} s")
+    assert status_of(answer) == 408, answer[:300]
     assert took < LIMIT + 1 + 4
     assert upstream_closed_within(fake, tag, 5) < LIMIT + 1 + 4
 
