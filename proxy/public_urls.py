@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .routes import Route
@@ -50,13 +50,17 @@ class Relocation:
         return relocate_json_field(body, self.body_field, self.url) if self.body_field else body
 
 
-def relocation_for(route: Route, path: str, environ: dict, proxies: TrustedProxies) -> Relocation | None:
-    """The relocation for an answer to `path` on `route`; None when the relay's own address is not a plain host."""
+def relocation_for(route: Route, path: str, answer_headers: Mapping[str, str], environ: dict,
+                   proxies: TrustedProxies) -> Relocation | None:
+    """The relocation for an answer to `path` on `route` with these headers; None when it has nothing to
+    relocate, or when the relay's own address is not a plain host."""
+    rest = path[len(route.prefix) + 1 :]
+    field = next((name for pattern, name in BODY_FIELDS if pattern.search(rest)), None)
+    if field is None and not any(name in answer_headers for name in URL_HEADERS):
+        return None
     public = proxies.public_base_url(environ)
     if not _HOST.fullmatch(public.partition("://")[2]):
         return None
-    rest = path[len(route.prefix) + 1 :]
-    field = next((name for pattern, name in BODY_FIELDS if pattern.search(rest)), None)
     return Relocation(route.base, f"{public}/{route.prefix}", field)
 
 

@@ -103,7 +103,7 @@ def relay(route: Route) -> Response:
         abort(upstream)  # the upstream answered without the whole body: its connection cannot be reused
         return openai_error(502, f"The upstream {route.host} answered before it had the whole request body.",
                             "upstream_early_answer")
-    relocation = relocation_for(route, path, request.environ, access_control().proxies)
+    relocation = relocation_for(route, path, upstream.headers, request.environ, access_control().proxies)
     # Behind a relay key, an error body could repeat the server's key (a leaky upstream, an echoing gateway).
     scrub = access_control().scrub if grant.ring is not None and upstream.status_code >= 400 else None
     return client_response(upstream, route.heartbeat, relocation, scrub)

@@ -4,6 +4,7 @@ One urllib3 pool per upstream origin, made once by a `requests` `HTTPAdapter` (s
 `HTTPS_PROXY` and `NO_PROXY`, and `REQUESTS_CA_BUNDLE`, for proxies that inspect TLS, are honoured as by
 requests itself) and then used directly: the URL goes out exactly as received (no re-quoting), no header is
 added that the client did not send, and a request costs no adapter work (a third of the upstream side's CPU).
+The connections are urllib3's with three changes of the relay's own (proxy/connection.py).
 Session chat and billing use it too.
 """
 
@@ -18,13 +19,13 @@ from typing import IO
 from urllib.parse import urlsplit
 
 import requests
-import urllib3.connection
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies, select_proxy, urldefragauth
 from urllib3 import HTTPConnectionPool, HTTPResponse
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util import SKIP_HEADER, Retry, Timeout
 
+from .connection import CONNECTION_CLASSES
 from .routes import Route
 from .settings import Settings, SettingsError
 
@@ -85,72 +86,6 @@ class UpstreamResponse:
         """Close the body (the connection too, unless it was read to its end) and hand the connection back."""
         self.raw.close()
         self.raw.release_conn()
-
-
-HEAD_WITH_BODY = 64 * 1024  # a first piece of body up to this size goes out in one write with the request head
-
-
-class _RelayConnection:
-    """What the relay changes in urllib3's connections (mixed into both, see `_CONNECTION_CLASSES`).
-
-    - The head of a request goes out with the first piece of its body in one write: http.client sends them
-      apart, which costs a second system call and gives the upstream a head without its body.
-    - An idle pooled connection is checked with one non-blocking `MSG_PEEK` on the OS socket instead of
-      urllib3's poll, which under gevent builds and tears down a watcher for each request. Both say the same:
-      a connection with bytes or an end-of-file waiting is dropped.
-    """
-
-    _head: bytes | None = None
-    _hold_head = False
-
-    def request(self, method: str, url: str, body: object = None, headers: object = None, **options: object) -> None:
-        self._hold_head = body is not None
-        try:
-            super().request(method, url, body=body, headers=headers, **options)  # type: ignore[misc]
-            if self._head is not None:  # a body with no bytes
-                super().send(self._head)  # type: ignore[misc]
-        finally:
-            self._head, self._hold_head = None, False
-
-    def send(self, data: bytes) -> None:
-        if self._hold_head:  # the first send of a request with a body: its head
-            self._head, self._hold_head = data, False
-            return
-        if self._head is not None:
-            head, self._head = self._head, None
-            if len(data) <= HEAD_WITH_BODY:
-                data = head + data
-            else:
-                super().send(head)  # type: ignore[misc]
-        super().send(data)  # type: ignore[misc]
-
-    @property
-    def is_connected(self) -> bool:
-        sock = getattr(self, "sock", None)
-        raw = getattr(sock, "_sock", None)  # gevent's socket wraps the OS socket, which it keeps non-blocking
-        if raw is None or raw.gettimeout() != 0.0:
-            return super().is_connected  # type: ignore[misc]
-        try:
-            raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True  # nothing waiting: still good
-        except OSError:
-            return False
-        return False  # bytes nobody asked for, or the end: of no use
-
-
-class RelayHTTPConnection(_RelayConnection, urllib3.connection.HTTPConnection):
-    pass
-
-
-class RelayHTTPSConnection(_RelayConnection, urllib3.connection.HTTPSConnection):
-    pass
-
-
-_CONNECTION_CLASSES = {
-    urllib3.connection.HTTPConnection: RelayHTTPConnection,
-    urllib3.connection.HTTPSConnection: RelayHTTPSConnection,
-}
 
 
 class Upstream:
@@ -218,7 +153,7 @@ class Upstream:
             prepared.url = origin + "/"
             proxies = self.proxies(origin)
             pool = self.adapter.get_connection_with_tls_context(prepared, self.verify, proxies)
-            pool.ConnectionCls = _CONNECTION_CLASSES.get(pool.ConnectionCls, pool.ConnectionCls)
+            pool.ConnectionCls = CONNECTION_CLASSES.get(pool.ConnectionCls, pool.ConnectionCls)  # proxy/connection.py
             absolute = bool(select_proxy(origin, proxies)) and not origin.lower().startswith("https:")
             found = self._pools[origin] = (pool, absolute)
         return found

@@ -1,0 +1,95 @@
+"""The relay's upstream connections (proxy/connection.py): the answer's head parsed as http.client parses it,
+and a request's head sent with its body.
+
+The parser is compared with http.client's own (the email package's feed parser) on typical heads and on
+thousands of random ones built from the pieces that make parsers disagree: line ends of every kind,
+continuation lines, colons, envelope `From ` lines, bytes above 0x7f.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import http.client
+import io
+import random
+import socket
+import threading
+
+import requests
+
+from proxy.connection import parse_header_lines
+
+IGNORED_BY_URLLIB3 = (email.errors.StartBoundaryNotFoundDefect, email.errors.MultipartInvariantViolationDefect)
+
+TYPICAL = [
+    b"Content-Type: application/json\r\nContent-Length: 289\r\nopenai-processing-ms: 312\r\n"
+    b"x-request-id: req_123\r\nSet-Cookie: a=1; Path=/\r\nSet-Cookie: b=2\r\n\r\n",
+    b"content-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n",
+    b"X-Folded: first\r\n second\r\n\tthird\r\nX-After: yes\r\n\r\n",
+    b"X-Bare-CR: a\rX-Smuggled: b\r\n\r\n",
+    b"X-Empty:\r\nX-Spaces:    padded   \r\n:no-name\r\n\r\n",
+    b"From someone\r\nX-A: 1\r\nFrom misplaced\r\nX-B: 2\r\n\r\n",
+    b"X-A: 1\r\nnot a header line\r\nX-B: 2\r\n\r\n",
+    b" starts folded\r\nX-A: 1\r\n\r\n",
+    b"X-Latin: caf\xe9\r\nX-A: 1\nX-B: 2\n\n",
+    b"X-A: 1\r\nFrom the end\r\n\r\n",
+    b"\r\n",
+]
+
+PIECES = [b"X-A", b"Name", b"From ", b":", b": ", b" ", b"\t", b"\r\n", b"\n", b"\r", b"v", b"\xe9", b"a b", b"@"]
+
+
+def head_lines(block: bytes) -> list[bytes]:
+    """The header lines of `block` as http.client reads them from the socket."""
+    return http.client._read_headers(io.BytesIO(block + b"\r\n\r\n"))
+
+
+def described(message: http.client.HTTPMessage) -> tuple:
+    defects = [(type(d).__name__, str(d)) for d in message.defects if not isinstance(d, IGNORED_BY_URLLIB3)]
+    payload = None if message.is_multipart() else message.get_payload()
+    return message.items(), message.get_unixfrom(), defects, payload
+
+
+def test_typical_heads_parse_as_http_client_parses_them():
+    for block in TYPICAL:
+        lines = head_lines(block)
+        assert described(parse_header_lines(lines)) == described(http.client._parse_header_lines(lines)), block
+
+
+def test_random_heads_parse_as_http_client_parses_them():
+    chance = random.Random(13)
+    for _ in range(3000):
+        block = b"".join(chance.choice(PIECES) for _ in range(chance.randint(1, 30)))
+        lines = head_lines(block)
+        assert described(parse_header_lines(lines)) == described(http.client._parse_header_lines(lines)), block
+
+
+def test_the_client_sees_the_upstream_head_as_urllib3_reads_it(start_relay):
+    """Through the relay: repeated headers kept in order, a folded one joined by a space (urllib3's rule)."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            b"X-Folded: first\r\n second\r\nContent-Length: 2\r\n\r\n{}")
+    upstream = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = upstream.accept()
+        with conn:
+            conn.settimeout(5)
+            received.append(conn.recv(65536))
+            conn.sendall(head)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        relay = start_relay(UPSTREAM_URL=f"http://127.0.0.1:{upstream.getsockname()[1]}")
+        answer_ = requests.post(relay.url + "/v1/chat/completions", data=b'{"model": "m"}', timeout=10,
+                                headers={"Authorization": "Bearer sk-test", "Content-Type": "application/json"})
+        thread.join(5)
+    finally:
+        upstream.close()
+    assert answer_.status_code == 200 and answer_.content == b"{}"
+    assert answer_.raw.headers.getlist("Set-Cookie") == ["a=1", "b=2"]
+    assert answer_.headers["X-Folded"] == "first second"
+    # the request's head and its small body went out in one write, so the upstream's first read had both
+    assert received[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert received[0].endswith(b'\r\n\r\n{"model": "m"}')
