@@ -21,6 +21,7 @@ from typing import Any
 
 import urllib3.connection
 
+PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # look without taking or waiting (an int: flags are slow)
 HEAD_WITH_BODY = 64 * 1024  # a first piece of body up to this size goes out in one write with the request head
 
 # What the email package's feed parser takes for a header line (or a continuation), and its line ends.
@@ -162,7 +163,7 @@ class _RelayConnection:
         if raw is None or raw.gettimeout() != 0.0:  # not gevent's non-blocking one: urllib3's own check
             return super().is_connected  # type: ignore[misc]
         try:
-            raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            raw.recv(1, PEEK_NOW)
         except BlockingIOError:
             return True  # nothing waiting: still good
         except OSError:

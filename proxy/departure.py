@@ -18,12 +18,12 @@ side) is taken as gone too, as nginx does.
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .connection import PEEK_NOW
 from .pace import client_socket, greenlets_rule_sockets
 
 NOT_READY_WAIT = 0.25  # seconds between looks while the client's body is still being read
@@ -76,7 +76,7 @@ def _gone(sock: Any) -> bool | None:
     None for nothing yet."""
     raw = getattr(sock, "_sock", sock)  # gevent's socket wraps the OS socket, which gevent keeps non-blocking
     try:
-        return not raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return not raw.recv(1, PEEK_NOW)
     except BlockingIOError:
         return None
     except OSError:  # reset by the peer

@@ -8,6 +8,7 @@ country. Everything else, `Authorization` and `OpenAI-*` included, passes as is.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 HOP_BY_HOP = frozenset(
@@ -51,22 +52,31 @@ def _named_by_connection(headers: Iterable[tuple[str, str]]) -> set[str]:
     return named
 
 
+@functools.lru_cache(maxsize=1024)
+def _from_environ(key: str) -> tuple[str, bool]:
+    """A WSGI environ key's header name (`HTTP_OPENAI_ORGANIZATION`: `Openai-Organization`) and whether it may
+    go upstream whatever else the request says (a name for every request: cached)."""
+    name = key[5:].replace("_", "-").title()
+    lower = name.lower()
+    dropped = lower in ALWAYS_DROPPED or lower.startswith("proxy-") or lower.startswith(CLIENT_IDENTIFYING_PREFIXES)
+    return name, not dropped
+
+
+ALWAYS_DROPPED = HOP_BY_HOP | CLIENT_IDENTIFYING | {"host", "content-length"}
+
+
 def request_headers(environ: dict, upstream_host: str, keep_cookies: bool = False) -> dict[str, str]:
     """The headers to send upstream, from a WSGI environ."""
-    pairs = [(key[5:].replace("_", "-").title(), value) for key, value in environ.items() if key.startswith("HTTP_")]
+    pairs = [(*_from_environ(key), value) for key, value in environ.items() if key.startswith("HTTP_")]
     if environ.get("CONTENT_TYPE"):
-        pairs.append(("Content-Type", environ["CONTENT_TYPE"]))
-    if environ.get("CONTENT_LENGTH"):
-        pairs.append(("Content-Length", environ["CONTENT_LENGTH"]))
-    dropped = HOP_BY_HOP | _named_by_connection(pairs) | CLIENT_IDENTIFYING | {"host", "content-length"}
+        pairs.append(("Content-Type", True, environ["CONTENT_TYPE"]))
+    named = {token.strip().lower() for token in environ.get("HTTP_CONNECTION", "").split(",")}
     if not keep_cookies:
-        dropped = dropped | {"cookie"}
+        named.add("cookie")
     out = {"Host": upstream_host}
-    for name, value in pairs:
-        lower = name.lower()
-        if lower in dropped or lower.startswith("proxy-") or lower.startswith(CLIENT_IDENTIFYING_PREFIXES):
-            continue
-        out[name] = value
+    for name, allowed, value in pairs:
+        if allowed and name.lower() not in named:
+            out[name] = value
     return out
 
 
