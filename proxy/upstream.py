@@ -116,6 +116,7 @@ class Upstream:
         `headers` go out as given; a body without a `Content-Length` header is sent
         chunked. The caller must close the response.
         """
+        take_turn()
         pool, absolute = self._pool(origin)
         headers = dict(headers)
         present = {name.lower() for name in headers}
@@ -196,6 +197,21 @@ class Upstream:
 
     def close(self) -> None:
         self.adapter.close()
+
+
+def take_turn() -> None:
+    """Under gevent, let every other ready connection of the worker run once before this request goes out.
+
+    A greenlet only gives the worker up when a socket has nothing for it. A client and an upstream that always
+    have the next bytes ready (a fast client on keep-alive, a fast upstream) would let one connection run
+    request after request while the others wait: at 64 connections on 2 workers, p90 went from 25 to 350 ms.
+    """
+    from .pace import greenlets_rule_sockets  # here: pace.py imports this module
+
+    if greenlets_rule_sockets():
+        import gevent
+
+        gevent.sleep(0)
 
 
 def _target(url: str) -> str:
