@@ -52,14 +52,21 @@ def _named_by_connection(headers: Iterable[tuple[str, str]]) -> set[str]:
     return named
 
 
-@functools.lru_cache(maxsize=1024)
-def _from_environ(key: str) -> tuple[str, bool]:
+def _header_of(key: str) -> tuple[str, bool]:
     """A WSGI environ key's header name (`HTTP_OPENAI_ORGANIZATION`: `Openai-Organization`) and whether it may
-    go upstream whatever else the request says (a name for every request: cached)."""
+    go upstream whatever else the request says."""
     name = key[5:].replace("_", "-").title()
     lower = name.lower()
     dropped = lower in ALWAYS_DROPPED or lower.startswith("proxy-") or lower.startswith(CLIENT_IDENTIFYING_PREFIXES)
     return name, not dropped
+
+
+_cached_header_of = functools.lru_cache(maxsize=1024)(_header_of)  # the same few names come with every request
+
+
+def _from_environ(key: str) -> tuple[str, bool]:
+    # Names are the client's: only short ones are cached, so that the cache holds at most about 64 KiB.
+    return _cached_header_of(key) if len(key) <= 64 else _header_of(key)
 
 
 ALWAYS_DROPPED = HOP_BY_HOP | CLIENT_IDENTIFYING | {"host", "content-length"}
