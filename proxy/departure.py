@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from .connection import PEEK_NOW
-from .pace import client_socket, greenlets_rule_sockets
+from .green import greenlets_rule_sockets
+from .pace import client_socket
 
 NOT_READY_WAIT = 0.25  # seconds between looks while the client's body is still being read
 

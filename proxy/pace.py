@@ -24,20 +24,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from .green import greenlets_rule_sockets
 from .streaming import close_body
 
 
 class ClientTooSlow(Exception):
     """The client sent its body too slowly (or stopped): the relay answers 408 and closes the connection."""
-
-
-def greenlets_rule_sockets() -> bool:
-    """True under gunicorn's gevent worker: a `gevent.Timeout` then interrupts a blocked read."""
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return monkey.is_module_patched("socket")
 
 
 def client_socket(environ: dict[str, Any]) -> Any:

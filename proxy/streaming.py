@@ -18,6 +18,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
+from .green import greenlets_rule_sockets
 from .upstream import UpstreamResponse, abort, shut_down
 
 READ_SIZE = 256 * 1024
@@ -151,7 +152,7 @@ class _Reader:
     """
 
     def __init__(self, read: Callable[[], None]):
-        if _threads_are_greenlets():
+        if greenlets_rule_sockets():
             import gevent
 
             greenlet = gevent.spawn(read)
@@ -162,10 +163,3 @@ class _Reader:
             thread.start()
             self.alive, self.join = thread.is_alive, thread.join
 
-
-def _threads_are_greenlets() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return monkey.is_module_patched("threading")

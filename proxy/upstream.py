@@ -26,6 +26,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, Ne
 from urllib3.util import SKIP_HEADER, Retry, Timeout
 
 from .connection import CONNECTION_CLASSES
+from .green import take_turn
 from .routes import Route
 from .settings import Settings, SettingsError
 
@@ -91,6 +92,7 @@ class UpstreamResponse:
 class Upstream:
     def __init__(self, settings: Settings, routes: Iterable[Route]):
         self.timeout = (settings.upstream_connect_timeout, settings.upstream_read_timeout)
+        self._timeout = Timeout(connect=self.timeout[0], read=self.timeout[1])  # urllib3's, made once
         self.adapter = HTTPAdapter(
             pool_connections=16,
             pool_maxsize=settings.upstream_pool_size,
@@ -123,12 +125,12 @@ class Upstream:
         for name in ("User-Agent", "Accept-Encoding"):  # urllib3 would add its own (`identity` for the latter)
             if name.lower() not in present:
                 headers[name] = SKIP_HEADER
-        connect, read = timeout or self.timeout
+        timeouts = self._timeout if timeout is None else Timeout(connect=timeout[0], read=timeout[1])
         try:
             raw = pool.urlopen(
                 method, urldefragauth(url) if absolute else _target(url), body=body, headers=headers,
                 redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
-                retries=NO_RETRY, timeout=Timeout(connect=connect, read=read),
+                retries=NO_RETRY, timeout=timeouts,
                 chunked=body is not None and "content-length" not in present,
             )
         except MaxRetryError as exc:  # a failure to connect, with retries=0
@@ -171,12 +173,9 @@ class Upstream:
         It is made as the pool makes its own: through the outbound proxy chosen for `origin` (a CONNECT tunnel,
         for a plain-HTTP upstream too, since proxies do not forward upgrades), with the same certificate checks.
         """
-        prepared = requests.PreparedRequest()
-        prepared.url = origin + "/"
-        proxies = self.proxies(origin)
-        proxy = select_proxy(origin, proxies)
+        proxy = select_proxy(origin, self.proxies(origin))
         try:
-            pool = self.adapter.get_connection_with_tls_context(prepared, self.verify, proxies)
+            pool, _ = self._pool(origin)
             conn = pool._new_conn()  # a fresh connection with the pool's TLS and proxy settings, never a pooled one
             conn.timeout = self.timeout[0]
             if proxy and pool.scheme == "https":
@@ -197,21 +196,6 @@ class Upstream:
 
     def close(self) -> None:
         self.adapter.close()
-
-
-def take_turn() -> None:
-    """Under gevent, let every other ready connection of the worker run once before this request goes out.
-
-    A greenlet only gives the worker up when a socket has nothing for it. A client and an upstream that always
-    have the next bytes ready (a fast client on keep-alive, a fast upstream) would let one connection run
-    request after request while the others wait: at 64 connections on 2 workers, p90 went from 25 to 350 ms.
-    """
-    from .pace import greenlets_rule_sockets  # here: pace.py imports this module
-
-    if greenlets_rule_sockets():
-        import gevent
-
-        gevent.sleep(0)
 
 
 def _target(url: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_upstream import FakeUpstream
+from tests.fake_websocket import FakeWebSocketUpstream
 from tests.redis_server import RedisServer
 from tests.relay_server import RelayServer
 
@@ -15,6 +16,13 @@ from tests.relay_server import RelayServer
 @pytest.fixture(scope="session")
 def fake() -> Iterator[FakeUpstream]:
     server = FakeUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_ws() -> Iterator[FakeWebSocketUpstream]:
+    server = FakeWebSocketUpstream().start()
     yield server
     server.stop()
 

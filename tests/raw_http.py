@@ -1,4 +1,4 @@
-"""A raw-socket client, for what an HTTP library hides: hanging up mid-stream at a chosen moment."""
+"""A raw-socket client, for what an HTTP library hides: a target sent byte for byte, hanging up mid-stream."""
 
 from __future__ import annotations
 
@@ -21,3 +21,23 @@ def open_stream(port: int, path: str, body: dict, headers: dict[str, str]) -> tu
             raise AssertionError(f"the relay closed before the first event: {received[:300]!r}")
         received += piece
     return sock, received
+
+
+def raw_get(port: int, target: str, headers: dict[str, str] | None = None) -> bytes:
+    """One GET with `target` sent byte for byte as written, and `Connection: close`; all the relay answered."""
+    fields = {"Host": "relay", "Connection": "close", **(headers or {})}
+    head = f"GET {target} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields.items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        received = b""
+        while piece := sock.recv(65536):
+            received += piece
+    return received
+
+
+def split_answer(received: bytes) -> tuple[int, dict[str, str], bytes]:
+    """An answer's status, headers (lower-case names) and body."""
+    top, _, body = received.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    found = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), found, body

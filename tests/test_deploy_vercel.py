@@ -35,9 +35,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.conftest import upstream_env
-from tests.fake_websocket import FakeWebSocketUpstream
 from tests.raw_http import open_stream
 from tests.relay_server import ROOT
+from tests.test_deploy import stop
 
 BUILDER_SOURCE = ROOT / "tests" / "vercel"  # package.json, package-lock.json, build.js
 BUILDER_CACHE = ROOT / ".cache" / "vercel-builder"  # gitignored: node_modules of the pinned builder
@@ -179,23 +179,10 @@ def serve(bundle: Path, summary: dict, env: dict[str, str], ipc_dir: Path) -> It
                          daemon=True).start()
         yield function
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait(5)
+        stop(proc)
         if conn is not None:
             conn.close()
         listener.close()
-
-
-@pytest.fixture(scope="session")
-def fake_ws() -> Iterator[FakeWebSocketUpstream]:
-    server = FakeWebSocketUpstream().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

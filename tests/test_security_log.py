@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-
 from proxy.accesslog import MAX_LOGGED_PATH
+from tests.raw_http import raw_get
 from tests.session_client import wait_for
-
-
-def send_raw(port: int, target: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n".encode())
-        received = b""
-        while piece := sock.recv(65536):
-            received += piece
-    return received
 
 
 def test_a_path_cannot_forge_a_log_line_or_carry_escape_codes(relay):
     forged = "GET /v1/models 200 3ms 120B"
     target = "/v1/log-forgery%0a" + forged.replace(" ", "%20") + "%0d%1b[2J%1b]0;pwned%07%e4%b8%ad"
-    assert send_raw(relay.port, target).startswith(b"HTTP/1.1 400")  # control characters: refused, still logged
+    assert raw_get(relay.port, target).startswith(b"HTTP/1.1 400")  # control characters: refused, still logged
     wait_for(lambda: "log-forgery" in relay.log(), what="the access line")
     lines = [line for line in relay.log().splitlines() if "log-forgery" in line or forged in line]
     assert len(lines) == 1, lines
@@ -31,7 +21,7 @@ def test_a_path_cannot_forge_a_log_line_or_carry_escape_codes(relay):
 
 def test_a_long_path_is_cut_in_the_log(relay):
     target = "/v1/long-path-" + "a" * 3000  # under gunicorn's 4094-byte request line
-    send_raw(relay.port, target)
+    raw_get(relay.port, target)
     wait_for(lambda: "long-path-" in relay.log(), what="the access line")
     line = next(line for line in relay.log().splitlines() if "long-path-" in line)
     logged = line.split("relay.access: GET ", 1)[1].split(" ", 1)[0]

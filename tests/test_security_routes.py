@@ -4,28 +4,20 @@ percent-encoded prefixes, and no header the client did not send (issue 9 items 5
 from __future__ import annotations
 
 import json
-import socket
 
 import openai
 import pytest
 
 from app import create_app
 from proxy.routes import BUILT_IN_PREFIXES, OWN_PATHS
+from tests.raw_http import raw_get, split_answer
 
 PASSWORD = "hunter2-sekrit"
 
 
-def raw_get(port: int, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """One GET sent byte for byte as written, with `Connection: close`; the status and body that came back."""
-    fields = {"Host": "relay", "Connection": "close", **(headers or {})}
-    head = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head.encode())
-        received = b""
-        while piece := sock.recv(65536):
-            received += piece
-    status_line, _, rest = received.partition(b"\r\n")
-    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+def get(port: int, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    status, _, body = split_answer(raw_get(port, target, headers))
+    return status, body
 
 
 @pytest.mark.parametrize("variable", ["ROUTES", "UPSTREAM_URL", "ANTHROPIC_URL", "GEMINI_URL"])
@@ -53,20 +45,20 @@ def test_own_paths_cover_every_top_level_path_the_app_serves(fake):
 
 
 def test_a_percent_encoded_prefix_is_refused_not_cut_at_the_wrong_place(relay, fake):
-    status, body = raw_get(relay.port, "/%76%31/models", {"x-fake-tag": "encoded-prefix"})
+    status, body = get(relay.port, "/%76%31/models", {"x-fake-tag": "encoded-prefix"})
     assert status == 400
     assert json.loads(body)["error"]["code"] == "invalid_path"
     assert fake.tagged("encoded-prefix") == []
-    status, body = raw_get(relay.port, "/v1/%6Dodels", {"x-fake-tag": "encoded-rest"})  # after the prefix: as sent
+    status, body = get(relay.port, "/v1/%6Dodels", {"x-fake-tag": "encoded-rest"})  # after the prefix: as sent
     assert status == 200
     assert fake.by_tag("encoded-rest").target == "/v1/%6Dodels"
 
 
 def test_no_accept_encoding_goes_upstream_when_the_client_sent_none(relay, fake):
-    status, _ = raw_get(relay.port, "/v1/echo", {"x-fake-tag": "no-accept-encoding"})
+    status, _ = get(relay.port, "/v1/echo", {"x-fake-tag": "no-accept-encoding"})
     assert status == 200
     assert "accept-encoding" not in fake.by_tag("no-accept-encoding").header_names()
-    status, _ = raw_get(relay.port, "/v1/echo", {"x-fake-tag": "own-accept-encoding", "Accept-Encoding": "br"})
+    status, _ = get(relay.port, "/v1/echo", {"x-fake-tag": "own-accept-encoding", "Accept-Encoding": "br"})
     assert fake.by_tag("own-accept-encoding").header("accept-encoding") == "br"
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 
 import pytest
 
 from tests.access_secrets import make_key
 from tests.fake_upstream import Request
+from tests.raw_http import raw_get, split_answer
 from tests.session_client import SessionClient, new_session_id
 
 RELAY_KEY = make_key("scrub-relay", "rk")
@@ -37,20 +37,6 @@ def keyed_relay(start_relay, fake):
     return start_relay(RELAY_KEYS=RELAY_KEY, OPENAI_API_KEY=SERVER_KEY, ANTHROPIC_API_KEY=ANTHROPIC_KEY)
 
 
-def raw_get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    fields = {"Host": "relay", "Connection": "close", "Authorization": f"Bearer {RELAY_KEY}", **headers}
-    head = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head.encode())
-        received = b""
-        while piece := sock.recv(65536):
-            received += piece
-    top, _, body = received.partition(b"\r\n\r\n")
-    lines = top.decode("latin-1").split("\r\n")
-    found = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), found, body
-
-
 def readable(headers: dict[str, str], body: bytes) -> bytes:
     """The body as the client would read it: un-chunked and decoded."""
     if headers.get("transfer-encoding") == "chunked":
@@ -71,7 +57,8 @@ def readable(headers: dict[str, str], body: bytes) -> bytes:
     ("/anthropic/v1/models", LEAK, ANTHROPIC_KEY),
 ], ids=["plain", "gzip", "chunked", "anthropic"])
 def test_an_error_body_reaches_the_client_without_the_servers_key(keyed_relay, path, extra, key):
-    status, headers, body = raw_get(keyed_relay.port, path, extra)
+    answer = raw_get(keyed_relay.port, path, {"Authorization": f"Bearer {RELAY_KEY}", **extra})
+    status, headers, body = split_answer(answer)
     assert status in (401, 500)
     text = readable(headers, body)
     assert key.encode() not in text and key[:20].encode() not in text

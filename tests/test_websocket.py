@@ -16,7 +16,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -37,13 +36,6 @@ RELAY_KEY = make_key("relay-ws", "rk")
 UPSTREAM_KEY = make_key("up-ws")
 GEMINI_KEY = make_key("up-ws-gemini", "AIza")
 OWN_KEY = make_key("own-ws")
-
-
-@pytest.fixture(scope="module")
-def fake_ws() -> Iterator[FakeWebSocketUpstream]:
-    server = FakeWebSocketUpstream().start()
-    yield server
-    server.stop()
 
 
 def ws_env(fake_ws: FakeWebSocketUpstream) -> dict[str, str]:
