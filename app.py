@@ -18,6 +18,7 @@ from proxy import register_routes
 from proxy.accesslog import AccessLog
 from proxy.cors import add_cors_headers, is_preflight, preflight_response
 from proxy.errors import openai_error, pro_reply
+from proxy.green import NewConnectionsInTurn
 from proxy.pace import ClientTimeout
 from proxy.replay import ReplayBudget
 from proxy.routes import BadTarget, build_routes, check_target, raw_target
@@ -85,7 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.logger.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, "The relay failed to handle this request.", "relay_error")
 
-    app.wsgi_app = AccessLog(app.wsgi_app)
+    app.wsgi_app = AccessLog(NewConnectionsInTurn(app.wsgi_app))  # the line's duration holds the wait
     install_usage(app, settings)  # usage/: /pro/usage, budgets, /metrics (wraps wsgi_app when METRICS=1)
     return app
 

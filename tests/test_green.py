@@ -1,0 +1,88 @@
+"""proxy/green.py under real gevent (in a child process, since this one is not monkey-patched).
+
+How `NewConnectionsInTurn` lets new requests in: a request already under way whose socket is ready runs
+before further new ones, the new ones go in the order they came, none starves on a loop that is never idle,
+and one killed while waiting leaves the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.relay_server import ROOT
+
+SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, socket, time, gevent
+from proxy.green import PER_TURN, _Turns
+
+turns = _Turns()
+report = {}
+
+# A request under way waits for its upstream's answer; three turns' worth of new ones wait for theirs; the
+# first new one's upstream answer arrives as soon as it has gone in.
+events = []
+upstream, relay_side = socket.socketpair()
+def under_way():
+    relay_side.recv(1)
+    events.append("answer")
+def new(name):
+    turns.wait()
+    events.append(name)
+    if name == "n0":
+        upstream.sendall(b"x")
+first = gevent.spawn(under_way)
+gevent.sleep(0)
+gevent.joinall([first, *[gevent.spawn(new, f"n{i}") for i in range(3 * PER_TURN)]], timeout=5)
+report["order"] = events
+report["per_turn"] = PER_TURN
+
+# A loop that is never idle: two greenlets play ping-pong on a socket pair the whole time.
+left, right = socket.socketpair()
+def ping():
+    while True:
+        left.sendall(b"p"); left.recv(1)
+def pong():
+    while True:
+        right.recv(1); right.sendall(b"q")
+players = [gevent.spawn(ping), gevent.spawn(pong)]
+gevent.sleep(0.05)
+busy = []
+started = time.monotonic()
+gevent.joinall([gevent.spawn(lambda i=i: (turns.wait(), busy.append(i))) for i in range(5)], timeout=5)
+report["busy_seconds"] = time.monotonic() - started
+gevent.killall(players, timeout=2)
+report["busy"] = busy
+
+# One of three is killed while it waits.
+got = []
+waiting = [gevent.spawn(lambda i=i: (turns.wait(), got.append(i))) for i in range(3)]
+gevent.sleep(0)  # all three are in the queue
+waiting[1].kill(block=False)
+gevent.joinall(waiting, timeout=2)
+watching = turns.when_idle.active or turns.each_iteration.active
+report["killed"] = {"got": got, "left": len(turns.waiting), "watching": watching}
+print(json.dumps(report))
+"""
+
+
+def run_script() -> dict:
+    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_new_requests_go_in_one_at_a_time_after_ready_work():
+    report = run_script()
+    order, per_turn = report["order"], report["per_turn"]
+    assert [name for name in order if name != "answer"] == [f"n{i}" for i in range(3 * per_turn)]  # as they came
+    # n0's answer is ready on the next turn of the loop: it runs then, before that turn lets more in (with
+    # every request let in at once, or the answer behind them, it would be last). The turn that let n0 in may
+    # let in a batch both when idle and at its end.
+    assert order.index("answer") <= 2 * per_turn, order
+    # Each got in although the loop was never idle, within a few turns of it (waiting for an idle moment
+    # alone took seconds).
+    assert report["busy"] == [0, 1, 2, 3, 4] and report["busy_seconds"] < 0.5, report
+    assert report["killed"] == {"got": [0, 2], "left": 0, "watching": False}
