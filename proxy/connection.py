@@ -30,6 +30,17 @@ _LINES = re.compile(r"(?<=\r\n)|(?<=\r)(?!\n)|(?<=\n)")
 _BARE_CR = re.compile(r"\r(?!\n)")
 
 
+def hung_up(raw: socket.socket) -> bool | None:
+    """What a non-blocking OS socket holds, without taking it: True for end-of-file (or an error), False for
+    bytes, None for nothing yet."""
+    try:
+        return not raw.recv(1, PEEK_NOW)
+    except BlockingIOError:
+        return None
+    except OSError:  # reset by the peer
+        return True
+
+
 def parse_header_lines(header_lines: list[bytes]) -> http.client.HTTPMessage:
     """`http.client._parse_header_lines` (the email package's compat32 feed parser) in one pass."""
     text = b"".join(header_lines).decode("iso-8859-1")
@@ -162,13 +173,7 @@ class _RelayConnection:
         raw = getattr(getattr(self, "sock", None), "_sock", None)  # gevent's socket wraps the OS socket
         if raw is None or raw.gettimeout() != 0.0:  # not gevent's non-blocking one: urllib3's own check
             return super().is_connected  # type: ignore[misc]
-        try:
-            raw.recv(1, PEEK_NOW)
-        except BlockingIOError:
-            return True  # nothing waiting: still good
-        except OSError:
-            return False
-        return False  # bytes nobody asked for, or the end: of no use
+        return hung_up(raw) is None  # bytes nobody asked for, or the end: of no use
 
 
 class RelayHTTPConnection(_RelayConnection, urllib3.connection.HTTPConnection):

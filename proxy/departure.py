@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .connection import PEEK_NOW
+from .connection import hung_up
 from .green import greenlets_rule_sockets
 from .pace import client_socket
 
@@ -54,7 +54,7 @@ def watch_departure(environ: dict[str, Any], body_read: Callable[[], bool]) -> I
             readable.start(said_something)
 
     def said_something() -> None:
-        gone = _gone(sock)
+        gone = hung_up(getattr(sock, "_sock", sock))  # gevent's socket wraps the OS socket (non-blocking)
         if gone is None:  # woken for nothing: keep watching
             return
         readable.stop()  # data (a pipelined request) is not looked at again: the socket stays readable
@@ -70,15 +70,3 @@ def watch_departure(environ: dict[str, Any], body_read: Callable[[], bool]) -> I
     finally:
         readable.close()
         not_yet.close()
-
-
-def _gone(sock: Any) -> bool | None:
-    """What a client socket says, without taking it: True for end-of-file (or an error), False for data,
-    None for nothing yet."""
-    raw = getattr(sock, "_sock", sock)  # gevent's socket wraps the OS socket, which gevent keeps non-blocking
-    try:
-        return not raw.recv(1, PEEK_NOW)
-    except BlockingIOError:
-        return None
-    except OSError:  # reset by the peer
-        return True

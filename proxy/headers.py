@@ -44,11 +44,20 @@ CLIENT_IDENTIFYING_PREFIXES = ("x-forwarded-", "cf-", "x-vercel-", "fly-", "x-en
 RESPONSE_REPLACED_PREFIXES = ("access-control-",)
 
 
+# Dropped from every request, whatever else it says.
+ALWAYS_DROPPED = HOP_BY_HOP | CLIENT_IDENTIFYING | {"host", "content-length"}
+
+
+def _connection_tokens(value: str) -> set[str]:
+    """The header names a `Connection` value lists (hop-by-hop for this message only), lower-case."""
+    return {token.strip().lower() for token in value.split(",")}
+
+
 def _named_by_connection(headers: Iterable[tuple[str, str]]) -> set[str]:
     named: set[str] = set()
     for name, value in headers:
         if name.lower() == "connection":
-            named.update(token.strip().lower() for token in value.split(","))
+            named |= _connection_tokens(value)
     return named
 
 
@@ -69,15 +78,12 @@ def _from_environ(key: str) -> tuple[str, bool]:
     return _cached_header_of(key) if len(key) <= 64 else _header_of(key)
 
 
-ALWAYS_DROPPED = HOP_BY_HOP | CLIENT_IDENTIFYING | {"host", "content-length"}
-
-
 def request_headers(environ: dict, upstream_host: str, keep_cookies: bool = False) -> dict[str, str]:
     """The headers to send upstream, from a WSGI environ."""
     pairs = [(*_from_environ(key), value) for key, value in environ.items() if key.startswith("HTTP_")]
     if environ.get("CONTENT_TYPE"):
         pairs.append(("Content-Type", True, environ["CONTENT_TYPE"]))
-    named = {token.strip().lower() for token in environ.get("HTTP_CONNECTION", "").split(",")}
+    named = _connection_tokens(environ.get("HTTP_CONNECTION", ""))  # the server joins repeated ones
     if not keep_cookies:
         named.add("cookie")
     out = {"Host": upstream_host}

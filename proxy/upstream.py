@@ -91,8 +91,7 @@ class UpstreamResponse:
 
 class Upstream:
     def __init__(self, settings: Settings, routes: Iterable[Route]):
-        self.timeout = (settings.upstream_connect_timeout, settings.upstream_read_timeout)
-        self._timeout = Timeout(connect=self.timeout[0], read=self.timeout[1])  # urllib3's, made once
+        self.timeout = Timeout(connect=settings.upstream_connect_timeout, read=settings.upstream_read_timeout)
         self.adapter = HTTPAdapter(
             pool_connections=16,
             pool_maxsize=settings.upstream_pool_size,
@@ -125,7 +124,7 @@ class Upstream:
         for name in ("User-Agent", "Accept-Encoding"):  # urllib3 would add its own (`identity` for the latter)
             if name.lower() not in present:
                 headers[name] = SKIP_HEADER
-        timeouts = self._timeout if timeout is None else Timeout(connect=timeout[0], read=timeout[1])
+        timeouts = self.timeout if timeout is None else Timeout(connect=timeout[0], read=timeout[1])
         try:
             raw = pool.urlopen(
                 method, urldefragauth(url) if absolute else _target(url), body=body, headers=headers,
@@ -177,7 +176,7 @@ class Upstream:
         try:
             pool, _ = self._pool(origin)
             conn = pool._new_conn()  # a fresh connection with the pool's TLS and proxy settings, never a pooled one
-            conn.timeout = self.timeout[0]
+            conn.timeout = self.timeout.connect_timeout
             if proxy and pool.scheme == "https":
                 pool._prepare_proxy(conn)  # CONNECT, then TLS with the upstream inside the tunnel
             elif proxy:

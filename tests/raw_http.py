@@ -6,13 +6,18 @@ import json
 import socket
 
 
-def open_stream(port: int, path: str, body: dict, headers: dict[str, str]) -> tuple[socket.socket, bytes]:
-    """POST `body` as JSON to 127.0.0.1:`port`; return the open socket and what arrived, once an event has."""
+def json_post(path: str, body: dict, headers: dict[str, str]) -> bytes:
+    """The bytes of a POST of `body` as JSON, with `headers` after the usual ones."""
     payload = json.dumps(body).encode()
     fields = {"Host": "relay", "Content-Type": "application/json", "Content-Length": str(len(payload)), **headers}
     head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields.items()) + "\r\n"
+    return head.encode() + payload
+
+
+def open_stream(port: int, path: str, body: dict, headers: dict[str, str]) -> tuple[socket.socket, bytes]:
+    """POST `body` as JSON to 127.0.0.1:`port`; return the open socket and what arrived, once an event has."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(head.encode() + payload)
+    sock.sendall(json_post(path, body, headers))
     received = b""
     while b"data: " not in received:
         piece = sock.recv(65536)

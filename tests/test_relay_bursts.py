@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
@@ -10,19 +9,17 @@ import socket
 import time
 import uuid
 
-from tests.raw_http import split_answer
+from tests.raw_http import json_post, split_answer
 
 COUNT = 80  # streams in the burst
 CHAT = "/v1/chat/completions"
-BODY = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+BODY = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 
 def stream_request(tag: str) -> bytes:
-    return (
-        f"POST {CHAT} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nAuthorization: Bearer sk-test\r\n"
-        f"x-fake-tag: {tag}\r\nx-fake-chunks: 3\r\nx-fake-delay: 0.05\r\nContent-Length: {len(BODY)}\r\n"
-        f"Connection: close\r\n\r\n{BODY}"
-    ).encode()
+    headers = {"Authorization": "Bearer sk-test", "x-fake-tag": tag, "x-fake-chunks": "3", "x-fake-delay": "0.05",
+               "Connection": "close"}
+    return json_post(CHAT, BODY, headers)
 
 
 def read_all(sockets: list[socket.socket], seconds: float = 30) -> list[bytes]:
