@@ -5,6 +5,7 @@ worker caps them at its thread count), and the worker timeout only watches the
 worker's own heartbeat, so long streams are never killed by it.
 """
 
+import gc
 import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
@@ -79,6 +80,26 @@ def on_starting(server) -> None:
 
 def on_reload(server) -> None:  # a reload (SIGHUP) reads GUNICORN_CMD_ARGS again
     _keep_private(server)
+
+
+# The cycle collector's young generation: Python's default (700) is sized for scripts, not for a worker with
+# dozens of requests in flight (see post_worker_init).
+YOUNG_GENERATION_THRESHOLD = 7000
+
+
+def post_worker_init(worker) -> None:
+    """Keep the cycle collector's cost per request from growing with the requests in flight.
+
+    A young collection walks every object made since the last one, which in a busy worker are mostly the live
+    objects of the requests in flight: with the default threshold it cost 7 µs per request at 16 connections and
+    28 at 64, and each full collection also walked the ~65,000 objects of the loaded app. Those are frozen out
+    of every later collection (they live as long as the worker), and a young generation ten times larger is
+    collected ten times less often: 1.6 and 2.2 µs. Garbage in cycles is still collected, a few thousand
+    objects later (tests/test_worker_gc.py).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD)
 
 
 # Prometheus metrics (METRICS=1, usage/metrics.py): several workers add up their figures through files in

@@ -110,3 +110,11 @@ class RelayServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory (a worker's, from `RelayServer.worker_pids`), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")

@@ -8,20 +8,13 @@ in a few seconds, and its other requests would wait behind the copying.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import requests
 
 from tests.raw_http import open_stream
+from tests.relay_server import rss_kib
 
 READ_FOR = 6.0  # seconds the slow client reads
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_a_slow_reader_of_a_fast_stream_keeps_the_worker_small(start_relay):
