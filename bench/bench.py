@@ -67,7 +67,7 @@ class Plan:
     ws_echoes: int  # round trips per WebSocket, 100 WebSockets at once, in each of two rounds each way
 
 
-FULL = Plan(wrk_seconds=4, wrk_rounds=3, stream_rounds=2, burst_rounds=6, stream_chunks=40, stream_delay=0.05,
+FULL = Plan(wrk_seconds=2, wrk_rounds=6, stream_rounds=2, burst_rounds=6, stream_chunks=40, stream_delay=0.05,
             hold_streams=1000, hold_chunks=10, hold_delay=1.0, body_bytes=200 * MiB, transfer_repeats=3,
             ws_echoes=200)
 QUICK = Plan(wrk_seconds=1, wrk_rounds=1, stream_rounds=1, burst_rounds=1, stream_chunks=10, stream_delay=0.05,
@@ -221,47 +221,71 @@ def with_errors(text: str, errors: int) -> str:
     return f"{text} ({errors} errors)" if errors else text
 
 
-def wrk_rounds(plan: Plan, urls: dict[str, str], connections: int) -> tuple[dict[str, float], dict[str, float],
-                                                                                 dict[str, int]]:
-    """wrk at every side in turn, `plan.wrk_rounds` times: (mean req/s, median p99 ms, errors) per side."""
+@dataclass
+class WrkRounds:
+    """Every wrk run of `wrk_rounds`, by side and by connection count, in the order of the rounds."""
+
+    runs: dict[tuple[str, int], list[WrkResult]]
+
+    def rps(self, connections: int) -> dict[str, float]:
+        return {side: statistics.mean(r.rps for r in runs) for (side, c), runs in self.runs.items() if c == connections}
+
+    def p99(self, connections: int) -> dict[str, float]:
+        return {side: statistics.median(r.p99_ms for r in runs) for (side, c), runs in self.runs.items()
+                if c == connections}
+
+    def errors(self, connections: int) -> dict[str, int]:
+        return {side: sum(r.errors for r in runs) for (side, c), runs in self.runs.items() if c == connections}
+
+    def paired_share(self, more: int, fewer: int) -> dict[str, float]:
+        """Per side, the median over rounds of req/s at `more` connections over req/s at `fewer` in the same
+        round: the machine's drift between rounds (it moved a side's rate by 10% here) cancels out."""
+        sides = dict.fromkeys(side for side, _ in self.runs)
+        return {side: statistics.median(a.rps / b.rps for a, b in zip(self.runs[side, more], self.runs[side, fewer],
+                                                                       strict=True))
+                for side in sides}
+
+
+def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...]) -> WrkRounds:
+    """`plan.wrk_rounds` rounds; in each, every side in turn runs wrk at each connection count back to back
+    (the counts' order alternating from round to round)."""
     for side, url in urls.items():
         if side != "direct":
-            wrk(url, connections, 1)  # warm the proxy's upstream pool
-    found: dict[str, list[WrkResult]] = {side: [] for side in urls}
-    for _ in range(plan.wrk_rounds):
+            wrk(url, max(counts), 1)  # warm the proxy's upstream pool
+    runs: dict[tuple[str, int], list[WrkResult]] = {(side, c): [] for side in urls for c in counts}
+    for index in range(plan.wrk_rounds):
         for side, url in urls.items():
-            found[side].append(wrk(url, connections, plan.wrk_seconds))
-    return ({side: statistics.mean(r.rps for r in results) for side, results in found.items()},
-            {side: statistics.median(r.p99_ms for r in results) for side, results in found.items()},
-            {side: sum(r.errors for r in results) for side, results in found.items()})
+            for connections in counts if index % 2 == 0 else counts[::-1]:
+                runs[side, connections].append(wrk(url, connections, plan.wrk_seconds))
+    return WrkRounds(runs)
 
 
 def non_stream_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str]) -> list[Row]:
     """Small chat completions from wrk, keep-alive: the canned upstream directly and through each proxy."""
     urls = {"direct": canned + CHAT} | {side: url + "/canned" + CHAT for side, url in proxies.items()}
+    found = wrk_rounds(plan, urls, (16, 64))
     rows = []
-    rates: dict[int, dict[str, float]] = {}
     for connections in (16, 64):
-        rps, p99, errors = wrk_rounds(plan, urls, connections)
-        rates[connections] = rps
-        rows.append(compare(f"non-stream req/s, {connections} connections", rps, "/s", errors=errors,
-                            target=">= 8% of direct", ok=lambda v: v["relay"] >= 0.08 * v["direct"]))
-        rows.append(compare(f"non-stream p99 ms, {connections} connections", p99, "ms", 1))
+        rows.append(compare(f"non-stream req/s, {connections} connections", found.rps(connections), "/s",
+                            errors=found.errors(connections), target=">= 8% of direct",
+                            ok=lambda v: v["relay"] >= 0.08 * v["direct"]))
+        rows.append(compare(f"non-stream p99 ms, {connections} connections", found.p99(connections), "ms", 1))
     if "baseline" in proxies:  # issue 13's target 1: a third less CPU per request
         for connections in (16, 64):
             row = compare(f"  non-stream req/s, {connections} connections, relay vs baseline",
-                          {side: rates[connections][side] for side in ("relay", "baseline")}, "/s",
+                          {side: found.rps(connections)[side] for side in ("relay", "baseline")}, "/s",
                           target="x1.5 baseline", ok=lambda v: v["relay"] >= 1.5 * v["baseline"])
             rows.append(row)
     # Issue 13's target 2: concurrency costs nothing (in one worker, 64 connections as fast as 16).
-    shares = {side: rates[64][side] / rates[16][side] for side in urls}
-    rows.append(Row("  non-stream req/s, 64 connections vs 16", {side: f"{x:.0%}" for side, x in shares.items()},
+    shares = found.paired_share(64, 16)
+    rows.append(Row("  non-stream req/s, 64 connections vs 16",
+                    {side: f"{shares[side]:.0%}" for side in urls},
                     target=">= 100% (relay)", verdict=verdict(shares["relay"] >= 1.0)))
     # For reference: the fake upstream alone, which the canned upstream replaces as the direct baseline.
     alone = wrk(fake + CHAT, 16, plan.wrk_seconds)
     rows.append(Row("  tests/fake_upstream alone, req/s, 16 conn.",
                     {"direct": with_errors(fmt(alone.rps), alone.errors)},
-                    {"direct": f"{rates[16]['relay'] / alone.rps:.1%}"}, target="(reference, no target)"))
+                    {"direct": f"{found.rps(16)['relay'] / alone.rps:.1%}"}, target="(reference, no target)"))
     return rows
 
 
@@ -313,9 +337,9 @@ def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str])
     """The relays with 2 workers (nginx has 2): non-stream req/s on the same cores as nginx, and 100 streams
     started at the same moment (issue 13's target 4), every side's rounds alternating."""
     urls = {"direct": canned + CHAT} | {side: url + "/canned" + CHAT for side, url in proxies.items()}
-    rps, p99, errors = wrk_rounds(plan, urls, 64)
-    rows = [compare("non-stream req/s, 64 connections, 2 workers", rps, "/s", errors=errors),
-            compare("non-stream p99 ms, 64 connections, 2 workers", p99, "ms", 1)]
+    found = wrk_rounds(plan, urls, (64,))
+    rows = [compare("non-stream req/s, 64 connections, 2 workers", found.rps(64), "/s", errors=found.errors(64)),
+            compare("non-stream p99 ms, 64 connections, 2 workers", found.p99(64), "ms", 1)]
     errors, firsts, chunks = stream_rounds(plan, fake, proxies, lambda port: clients.burst_streams(
         port, CHAT, 100, plan.stream_chunks, plan.stream_delay, timeout=60), plan.burst_rounds)
     if not all(chunks.values()):
