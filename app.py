@@ -106,7 +106,7 @@ def _configure_logging(level: str) -> None:
     # What no line of the relay's shows, so no record looks it up (the logging HOWTO's "Optimization"): the
     # caller's file and line (a walk up the stack), the thread (under gevent, a dummy thread object for each
     # connection's greenlet), the multiprocessing and asyncio task names (a RuntimeError raised and caught for
-    # every line, asyncio being imported). 1-2% of the CPU of a request. gunicorn's own lines show the pid: kept.
+    # every line, asyncio being imported): 1-2% of a request's instructions. gunicorn's lines show the pid: kept.
     logging._srcfile = None
     logging.logThreads = logging.logMultiprocessing = logging.logAsyncioTasks = False
     root = logging.getLogger()

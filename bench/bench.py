@@ -227,23 +227,25 @@ class WrkRounds:
 
     runs: dict[tuple[str, int], list[WrkResult]]
 
+    def at(self, connections: int) -> dict[str, list[WrkResult]]:
+        """Each side's runs at `connections`."""
+        return {side: runs for (side, count), runs in self.runs.items() if count == connections}
+
     def rps(self, connections: int) -> dict[str, float]:
-        return {side: statistics.mean(r.rps for r in runs) for (side, c), runs in self.runs.items() if c == connections}
+        return {side: statistics.mean(r.rps for r in runs) for side, runs in self.at(connections).items()}
 
     def p99(self, connections: int) -> dict[str, float]:
-        return {side: statistics.median(r.p99_ms for r in runs) for (side, c), runs in self.runs.items()
-                if c == connections}
+        return {side: statistics.median(r.p99_ms for r in runs) for side, runs in self.at(connections).items()}
 
     def errors(self, connections: int) -> dict[str, int]:
-        return {side: sum(r.errors for r in runs) for (side, c), runs in self.runs.items() if c == connections}
+        return {side: sum(r.errors for r in runs) for side, runs in self.at(connections).items()}
 
     def paired_share(self, more: int, fewer: int) -> dict[str, float]:
         """Per side, the median over rounds of req/s at `more` connections over req/s at `fewer` in the same
         round: the machine's drift between rounds (it moved a side's rate by 10% here) cancels out."""
-        sides = dict.fromkeys(side for side, _ in self.runs)
-        return {side: statistics.median(a.rps / b.rps for a, b in zip(self.runs[side, more], self.runs[side, fewer],
-                                                                       strict=True))
-                for side in sides}
+        fewer_runs = self.at(fewer)
+        return {side: statistics.median(a.rps / b.rps for a, b in zip(runs, fewer_runs[side], strict=True))
+                for side, runs in self.at(more).items()}
 
 
 def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...]) -> WrkRounds:
