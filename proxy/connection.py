@@ -139,6 +139,25 @@ class UpstreamHTTPResponse(http.client.HTTPResponse):
         if not self.will_close and not self.chunked and self.length is None:
             self.will_close = True
 
+    def wait_for_bytes(self, seconds: float) -> bool:
+        """Under gevent: whether the body has its next bytes to read (or its end) within `seconds`.
+
+        Nothing of the body is taken, so a `gevent.Timeout` may end the wait: `peek` waits for the socket only
+        when nothing is buffered (TLS-decrypted bytes included). A chunk's closing CRLF, which `read1` would
+        discard before the next chunk, is discarded here first, so the wait is for the next chunk itself.
+        """
+        import gevent
+
+        with gevent.Timeout(seconds, False):
+            while self.fp is not None and self.length != 0 and self._method != "HEAD":  # else read1 ends it
+                ahead = self.fp.peek(1)
+                if not (self.chunked and self.chunk_left == 0) or len(ahead) < 2:  # bytes of the body, or its end
+                    return True  # (half a CRLF, a rare split, is left to read1)
+                self._safe_read(2)  # buffered: no wait
+                self.chunk_left = None  # what read1 does next: the next chunk's size line
+            return True
+        return False
+
 
 class _RelayConnection:
     """The changes, mixed into urllib3's two connection classes (see `CONNECTION_CLASSES`)."""

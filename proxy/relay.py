@@ -159,6 +159,8 @@ def client_response(upstream: UpstreamResponse, heartbeat: float, relocation: Re
         headers.append(("X-Accel-Buffering", "no"))
         if "Cache-Control" not in upstream.headers:
             headers.append(("Cache-Control", "no-cache"))
+        if "Content-Length" in upstream.headers or _encoded(upstream):
+            heartbeat = 0  # a comment would break the declared length, or the compressed bytes
     else:
         # The one point where an answer is read whole and changed: error bodies to scrub (all of them) and
         # small JSON bodies to relocate (see proxy/public_urls.py), when their encoding can be read.
@@ -177,6 +179,12 @@ def _small_json(upstream: UpstreamResponse) -> bool:
     length = upstream.headers.get("Content-Length", "")
     is_json = upstream.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
     return is_json and (not length or (length.isdigit() and int(length) <= CHANGED_BODY_LIMIT))
+
+
+def _encoded(upstream: UpstreamResponse) -> bool:
+    """Whether the answer's body is in a content coding (gzip...), so that nothing may be added to its bytes."""
+    codings = upstream.headers.get("Content-Encoding", "").split(",")
+    return any(token.strip().lower() not in ("", "identity") for token in codings)
 
 
 def _undecodable(upstream: UpstreamResponse) -> str | None:

@@ -7,7 +7,9 @@ soon as the upstream sends it. Compressed bodies are passed without decoding.
 Event streams that go silent get a `: keep-alive` comment, written only at an
 event boundary, so that hosts which cut idle connections keep the stream open
 and a client that has gone away is noticed (the write fails and gunicorn closes
-this iterator, which closes the upstream connection).
+this iterator, which closes the upstream connection). Under gevent the wait for
+the next bytes is timed where it happens; with threads, a reader thread hands
+the chunks over (a blocked read cannot be interrupted there).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Generator, Iterator
 
 from .green import greenlets_rule_sockets
 from .upstream import UpstreamResponse, abort, shut_down
@@ -82,21 +85,71 @@ def _read(response: UpstreamResponse, size: int = READ_SIZE) -> bytes:
         raise UpstreamDropped(f"upstream broke off mid-body: {type(exc).__name__}") from exc
 
 
+def _with_heartbeat(response: UpstreamResponse, interval: float) -> Iterator[bytes]:
+    """The body, with a `: keep-alive` comment after each `interval` of silence that falls between events."""
+    timed = greenlets_rule_sockets() and hasattr(response.raw._fp, "wait_for_bytes")
+    reads = _timed_reads(response, interval) if timed else _handed_over(response, interval)
+    tail = b"\n\n"  # the last bytes written: a heartbeat only goes where an event has ended
+    try:
+        for chunk in reads:
+            if chunk is None:  # silence
+                if tail.endswith(b"\n\n") or tail.endswith(b"\r\n\r\n"):
+                    yield HEARTBEAT
+                continue
+            tail = (tail + chunk)[-4:]
+            yield chunk
+    finally:
+        reads.close()  # a thread reader is stopped before the response is closed
+
+
+Reads = Generator["bytes | None", None, None]  # the body's chunks, None for each `interval` without one
+
+
+def _timed_reads(response: UpstreamResponse, interval: float) -> Reads:
+    """Under gevent: read in this greenlet, waiting at most `interval` at a time for the next bytes
+    (`wait_for_bytes`, proxy/connection.py). The upstream's read timeout still ends a stream silent that long;
+    a chunk-size line split across packets is read without a heartbeat in between."""
+    answer = response.raw._fp  # http.client's response, made by proxy/connection.py
+    limit = _read_timeout(response)
+    heard = time.monotonic()
+    while True:
+        try:
+            ready = answer.wait_for_bytes(interval)
+        except Exception as exc:  # a reset, or the socket's own timeout
+            raise UpstreamDropped(f"upstream broke off mid-body: {type(exc).__name__}") from exc
+        if not ready:
+            if limit is not None and time.monotonic() - heard >= limit:
+                raise UpstreamDropped("upstream broke off mid-body: ReadTimeoutError")
+            yield None
+            continue
+        chunk = _read(response)
+        if not chunk:
+            return
+        heard = time.monotonic()
+        yield chunk
+
+
+def _read_timeout(response: UpstreamResponse) -> float | None:
+    """The upstream socket's timeout: UPSTREAM_READ_TIMEOUT (or the route's), which each read restarts."""
+    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    return sock.gettimeout() if sock is not None else None
+
+
 _DONE = object()
-# A timed stream's reader hands the writer chunks of at most HANDOFF_READ bytes, HANDOFF_SLOTS of them at most
+# A thread reader hands the writer chunks of at most HANDOFF_READ bytes, HANDOFF_SLOTS of them at most
 # waiting: a stream holds ~320 KiB at most. Several slots let the reader fill while the writer is in a write
-# (one slot halved the speed of a fast stream to a fast client: each chunk cost two greenlet switches).
+# (one slot halved the speed of a fast stream to a fast client: each chunk cost two thread switches).
 HANDOFF_READ = 32 * 1024
 HANDOFF_SLOTS = 8
 HANDOFF_WAIT = 0.2  # seconds between the reader's checks that the writer is still there
 
 
-def _with_heartbeat(response: UpstreamResponse, interval: float) -> Iterator[bytes]:
-    """Read in a helper (see `_Reader`) so silence can be timed.
+def _handed_over(response: UpstreamResponse, interval: float) -> Reads:
+    """With threads (Vercel's runtime, a development server): read in a thread, so that silence can be timed.
 
-    The hand-off is bounded: the reader waits while it is full, so the upstream is read
-    no faster than the client reads (TCP pushes back from there), and a stream holds at
-    most HANDOFF_SLOTS + 2 chunks, whatever the speeds.
+    A blocked read cannot be interrupted there without losing the socket (a socket timeout makes it
+    unreadable). The hand-off is bounded: the reader waits while it is full, so the upstream is read no faster
+    than the client reads (TCP pushes back from there), and a stream holds at most HANDOFF_SLOTS + 2 chunks.
     """
     chunks: queue.Queue = queue.Queue(maxsize=HANDOFF_SLOTS)
     stop = threading.Event()
@@ -119,47 +172,24 @@ def _with_heartbeat(response: UpstreamResponse, interval: float) -> Iterator[byt
         except UpstreamDropped as exc:
             hand_over(exc)
 
-    reading = _Reader(reader)
-    tail = b"\n\n"  # the last bytes written: a heartbeat only goes where an event has ended
+    reading = threading.Thread(target=reader, name="upstream-reader", daemon=True)
+    reading.start()
     try:
         while True:
             try:
                 item = chunks.get(timeout=interval)
             except queue.Empty:
-                if tail.endswith(b"\n\n") or tail.endswith(b"\r\n\r\n"):
-                    yield HEARTBEAT
+                yield None
                 continue
             if item is _DONE:
                 return
             if isinstance(item, Exception):
                 raise item
-            tail = (tail + item)[-4:]
             yield item
     finally:
         stop.set()
-        if reading.alive():  # left early: wake the reader, and let it finish before the response is closed
+        if reading.is_alive():  # left early: wake the reader, and let it finish before the response is closed
             shut_down(response)
             with contextlib.suppress(queue.Empty):
                 chunks.get_nowait()  # frees a reader waiting to hand over (it then sees `stop`)
             reading.join(5)
-
-
-class _Reader:
-    """`read()` run beside the writer: in a greenlet of its own under gevent, in a thread otherwise.
-
-    gevent's patched `Thread` would do as well, at about a tenth more CPU per stream: it builds a thread's
-    locks and events, and its `start()` waits for the new greenlet to have run.
-    """
-
-    def __init__(self, read: Callable[[], None]):
-        if greenlets_rule_sockets():
-            import gevent
-
-            greenlet = gevent.spawn(read)
-            self.alive = lambda: not greenlet.dead
-            self.join = greenlet.join
-        else:
-            thread = threading.Thread(target=read, name="upstream-reader", daemon=True)
-            thread.start()
-            self.alive, self.join = thread.is_alive, thread.join
-

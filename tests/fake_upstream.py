@@ -11,8 +11,8 @@ with `x-fake-*` headers:
 | `x-fake-first-byte-delay: 2` | wait before sending the status line |
 | `x-fake-pause: 3` | stream: pause after the first event (`x-fake-pause-mid-event: 1` pauses inside the second) |
 | `x-fake-drop-after: 3` | stream: drop the connection after that many events |
-| `x-fake-framing: close` | stream without chunked encoding, ended by closing the connection |
-| `x-fake-gzip: 1` | gzip a JSON answer when the client accepts it |
+| `x-fake-framing: close` | stream ended by closing the connection (`length`: with a `Content-Length`), not chunked |
+| `x-fake-gzip: 1` | gzip a JSON answer or a stream (each event flushed) when the client accepts it |
 | `x-fake-reply: text` | the assistant's reply (default: `echo: <last user message>`) |
 | `x-fake-size: N` | body size of `/audio/speech` and `/download` |
 | `x-fake-cut: drop` / `stall` | a JSON answer: send half its body, then drop the connection / go silent for 10 s |
@@ -50,6 +50,7 @@ import hashlib
 import json
 import threading
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
@@ -150,14 +151,25 @@ class Request:
         pause = float(self.h("x-fake-pause", "0"))
         mid_event = self.h("x-fake-pause-mid-event") == "1"
         drop_after = int(self.h("x-fake-drop-after", "-1"))
-        close_framing = self.h("x-fake-framing") == "close"
+        framing = self.h("x-fake-framing", "chunked")
+        close_framing = framing == "close"
         headers = ["HTTP/1.1 200 OK", f"Content-Type: {content_type}", "x-request-id: req_fake_stream"]
-        headers.append("Connection: close" if close_framing else "Transfer-Encoding: chunked")
+        if framing == "length":  # each __SENT_NS__ becomes a clock reading of the same number of digits
+            grows = len(str(time.monotonic_ns())) - len(b"__SENT_NS__")
+            headers.append(f"Content-Length: {sum(len(e) + e.count(b'__SENT_NS__') * grows for e in events)}")
+        else:
+            headers.append("Connection: close" if close_framing else "Transfer-Encoding: chunked")
+        packer = None
+        if self.h("x-fake-gzip") == "1" and "gzip" in self.h("accept-encoding"):  # each event flushed whole
+            packer = zlib.compressobj(wbits=31)
+            headers.append("Content-Encoding: gzip")
         self.writer.write(("\r\n".join(headers) + "\r\n\r\n").encode())
         self.close_after = close_framing
 
         def frame(data: bytes) -> bytes:
-            return data if close_framing else b"%x\r\n%s\r\n" % (len(data), data)
+            if packer is not None:
+                data = packer.compress(data) + packer.flush(zlib.Z_SYNC_FLUSH)
+            return b"%x\r\n%s\r\n" % (len(data), data) if framing == "chunked" else data
 
         for index, event in enumerate(events):
             if index == drop_after:
@@ -186,7 +198,10 @@ class Request:
                 await self._sleep(pause)
             elif delay and index < len(events) - 1:
                 await self._sleep(delay)
-        if not close_framing:
+        if packer is not None:
+            rest = packer.flush()
+            self.writer.write(b"%x\r\n%s\r\n" % (len(rest), rest) if framing == "chunked" else rest)
+        if framing == "chunked":
             self.writer.write(b"0\r\n\r\n")
         await self.writer.drain()
 

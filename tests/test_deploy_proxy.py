@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import socket
 import ssl
 import subprocess
@@ -257,6 +258,19 @@ def test_no_proxy_hosts_are_reached_directly(start_relay, tls_upstream, certific
                          HTTPS_PROXY=proxy.url(), NO_PROXY="localhost,127.0.0.1", no_proxy="localhost,127.0.0.1")
     assert chat(direct.url, "sk-direct") == "echo: through the proxy"
     assert proxy.seen == []
+
+
+def test_https_upstream_stream_has_heartbeats_only_in_its_silences(start_relay, tls_upstream, certificate):
+    """Over TLS too, a heartbeat comes only when no byte of the body is waiting, and every event stays whole."""
+    relay = https_relay(start_relay, tls_upstream, certificate, SSE_HEARTBEAT="0.5")
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    with requests.post(relay.url + "/v1/chat/completions", json=body, stream=True, timeout=TIMEOUT,
+                       headers={"x-fake-chunks": "3", "x-fake-pause": "1.6"}) as response:
+        events = b"".join(response.iter_content(None)).split(b"\n\n")
+    assert events.count(b": keep-alive") >= 2
+    data = [event for event in events if event.startswith(b"data: ")]
+    assert len(data) == 4 and data[-1] == b"data: [DONE]"
+    assert all(json.loads(event[6:])["object"] == "chat.completion.chunk" for event in data[:3])
 
 
 def test_unreachable_proxy_is_a_clear_502(start_relay, tls_upstream, certificate):

@@ -68,6 +68,29 @@ def test_upstream_silent_mid_stream_cuts_the_stream(start_relay):
             pass
 
 
+def test_upstream_silent_mid_stream_cuts_the_stream_through_its_heartbeats(start_relay, fake):
+    """Heartbeats keep the client's side alive; they do not reset the upstream's read timeout."""
+    relay = start_relay(UPSTREAM_READ_TIMEOUT="2", SSE_HEARTBEAT="0.5")
+    body = {"stream": True, "messages": [{"role": "user", "content": "x"}]}
+    headers = {"x-fake-chunks": "3", "x-fake-pause": "20", "x-fake-tag": "silent-past-timeout"}
+    started = time.monotonic()
+    pieces = []
+    with (
+        requests.post(relay.url + "/v1/chat/completions", json=body, headers=headers, stream=True, timeout=10) as r,
+        pytest.raises(requests.exceptions.ChunkedEncodingError),
+    ):
+        for piece in r.iter_content(None):
+            pieces.append(piece)
+    cut_after = time.monotonic() - started
+    assert b"".join(pieces).count(b": keep-alive") >= 2
+    assert 1.9 < cut_after < 5
+    record = fake.by_tag("silent-past-timeout")
+    deadline = time.monotonic() + 3
+    while record.client_closed_at is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert record.client_closed_at is not None  # the relay hung up on the upstream
+
+
 @pytest.mark.parametrize(
     "target",
     [

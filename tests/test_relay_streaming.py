@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+import zlib
 
 import pytest
 import requests
@@ -22,7 +23,7 @@ def stream_body(content: str = "hello world") -> dict:
 def read_events(response: requests.Response) -> list[tuple[int, bytes]]:
     """(arrival time in ns, raw bytes) for each piece the client receives, as it receives it."""
     pieces = []
-    for piece in response.raw.stream(65536, decode_content=False):
+    while piece := response.raw.read1(65536, decode_content=False):  # what has arrived, whatever the framing
         pieces.append((time.monotonic_ns(), piece))
     return pieces
 
@@ -71,6 +72,20 @@ def test_heartbeat_on_a_silent_stream_only_between_events(relay):
     data_events = [event for event in body.split(b"\n\n") if event]
     assert len(data_events) == 4
     assert [json.loads(e[6:])["choices"][0]["index"] for e in data_events[:3]] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("framing", [{"x-fake-framing": "length"}, {"x-fake-gzip": "1"}], ids=["length", "gzip"])
+def test_no_heartbeat_in_a_stream_with_a_content_length_or_coding(relay, framing):
+    """A comment in such a body would break its declared length or its compressed bytes: it goes unchanged.
+    (A gzip stream flushed per event never ends in a blank line, so the event-boundary rule kept it whole already.)"""
+    headers = {"x-fake-chunks": "3", "x-fake-pause": "1.5", "Accept-Encoding": "gzip"} | framing
+    with requests.post(relay.url + CHAT, json=stream_body(), headers=headers, stream=True, timeout=20) as response:
+        arrivals = read_events(response)  # as sent, not decoded
+    raw = b"".join(piece for _, piece in arrivals)
+    body = zlib.decompress(raw, wbits=31) if "x-fake-gzip" in framing else raw
+    events = [event for event in body.split(b"\n\n") if event]
+    assert len(events) == 4 and events[-1] == b"data: [DONE]"  # no comment, nothing cut
+    assert arrivals[-1][0] - arrivals[0][0] > 1_000_000_000  # still streamed: the first event came before the pause
 
 
 def test_upstream_drop_truncates_the_client_stream(relay):

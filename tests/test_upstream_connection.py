@@ -11,13 +11,17 @@ from __future__ import annotations
 import email.errors
 import http.client
 import io
+import json
 import random
 import socket
+import subprocess
+import sys
 import threading
 
 import requests
 
 from proxy.connection import parse_header_lines
+from tests.relay_server import ROOT
 
 IGNORED_BY_URLLIB3 = (email.errors.StartBoundaryNotFoundDefect, email.errors.MultipartInvariantViolationDefect)
 
@@ -93,3 +97,56 @@ def test_the_client_sees_the_upstream_head_as_urllib3_reads_it(start_relay):
     # the request's head and its small body went out in one write, so the upstream's first read had both
     assert received[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert received[0].endswith(b'\r\n\r\n{"model": "m"}')
+
+
+WAIT_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, socket, sys, time, gevent
+from proxy.connection import UpstreamHTTPResponse
+
+HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+CASES = {  # pieces the upstream sends, a pause of 0.3 s between each two
+    "silence after a chunk": [HEAD + b"5\r\nhello\r\n", b"5\r\nworld\r\n0\r\n\r\n"],
+    "a CRLF split": [HEAD + b"5\r\nhello\r", b"\n5\r\nworld\r\n0\r\n\r\n"],
+    "a size line split": [HEAD + b"5\r\nhello\r\n1", b"0\r\n0123456789abcdef\r\n0\r\n\r\n"],
+    "silence before the last chunk": [HEAD + b"5\r\nhello\r\n", b"0\r\n\r\n"],
+    "a length body": [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", b"world"],
+}
+report = {}
+for name, pieces in CASES.items():
+    upstream, relay_side = socket.socketpair()
+    def send(pieces=pieces):
+        for index, piece in enumerate(pieces):
+            if index:
+                gevent.sleep(0.3)
+            upstream.sendall(piece)
+    sender = gevent.spawn(send)
+    answer = UpstreamHTTPResponse(relay_side, method="POST")
+    answer.begin()
+    body, quiet, ended = b"", 0, False
+    started = time.monotonic()
+    while not ended and time.monotonic() - started < 3:
+        if not answer.wait_for_bytes(0.1):
+            quiet += 1
+            continue
+        piece = answer.read1(65536)
+        body += piece
+        ended = not piece
+    sender.join()
+    report[name] = [body.decode(), quiet, ended]
+print(json.dumps(report))
+"""
+
+
+def test_waiting_for_the_next_bytes_can_be_cut_short_without_losing_any():
+    """`wait_for_bytes` under real gevent (a child process): silences are seen between chunks and before the last,
+    and a wait cut short inside a split CRLF or size line takes nothing from the body."""
+    out = subprocess.run([sys.executable, "-c", WAIT_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["silence after a chunk"][0] == "helloworld" and report["silence after a chunk"][1] >= 2
+    assert report["silence before the last chunk"][0] == "hello" and report["silence before the last chunk"][1] >= 2
+    assert report["a length body"][0] == "helloworld" and report["a length body"][1] >= 2
+    assert report["a CRLF split"][0] == "helloworld"
+    assert report["a size line split"][0] == "hello0123456789abcdef"
+    assert all(ended for _, _, ended in report.values())  # each read to its end, none waiting past it
