@@ -301,13 +301,14 @@ def stream_figures(results: dict[str, list[clients.StreamResult]]) -> tuple[dict
     return errors, firsts, chunks
 
 
-def stream_rows(plan: Plan, fake: str, proxies: dict[str, str]) -> list[Row]:
-    """100 streams open at all times; the first chunk's wait, then the delay of every later chunk.
+def stream_rows(plan: Plan, fake: str, proxies: dict[str, str], pids: dict[str, int]) -> list[Row]:
+    """100 streams open at all times; the first chunk's wait, then the delay of every later chunk, and the
+    relay worker's (`pids`) CPU time per stream.
 
     The sides' rounds alternate, so that load from elsewhere on the machine falls on all of them.
     """
-    errors, firsts, chunks = stream_rounds(plan, fake, proxies, lambda port: clients.steady_streams(
-        port, CHAT, 100, 1, plan.stream_chunks, plan.stream_delay, timeout=60))
+    errors, firsts, chunks, spent = stream_rounds(plan, fake, proxies, lambda port: clients.steady_streams(
+        port, CHAT, 100, 1, plan.stream_chunks, plan.stream_delay, timeout=60), pids=pids)
     if not all(chunks.values()):
         return [Row("stream rows: no stream completed", {side: with_errors("", n) for side, n in errors.items()})]
     return [
@@ -316,23 +317,37 @@ def stream_rows(plan: Plan, fake: str, proxies: dict[str, str]) -> list[Row]:
         compare("per-chunk delay p50 ms, 100 streams", {s: percentile(v, 50) for s, v in chunks.items()}, "ms", 2),
         compare("per-chunk delay p99 ms, 100 streams", {s: percentile(v, 99) for s, v in chunks.items()}, "ms", 2,
                 errors, "added < 10 ms", lambda v: v["relay"] - v["direct"] < 10),
+        compare(f"relay worker CPU per stream of {plan.stream_chunks} chunks, ms",
+                {side: seconds * 1000 / max(1, len(firsts[side])) for side, seconds in spent.items()}, "ms", 2),
         Row(f"  ({len(firsts['relay'])} streams of {plan.stream_chunks} chunks {plan.stream_delay * 1000:.0f} ms "
             f"apart each way, {len(chunks['relay']):,} later chunks relayed)"),
     ]
 
 
-def stream_rounds(plan: Plan, fake: str, proxies: dict[str, str], streams, rounds: int | None = None):
+def stream_rounds(plan: Plan, fake: str, proxies: dict[str, str], streams, rounds: int | None = None,
+                  pids: dict[str, int] | None = None):
     """Each side's streams (`streams(port)`, a coroutine) in alternating rounds (`plan.stream_rounds` unless
-    given), after warming the pools; the figures of `stream_figures`."""
+    given), after warming the pools; the figures of `stream_figures`, and the CPU seconds that each worker
+    in `pids` (side: pid) spent in its side's rounds."""
     ports = {"direct": port_of(fake)} | {side: port_of(url) for side, url in proxies.items()}
     results: dict[str, list[clients.StreamResult]] = {side: [] for side in ports}
+    spent = dict.fromkeys(pids or {}, 0.0)
     for port in ports.values():
         run_async(clients.burst_streams(port, CHAT, 100, 1, 0, timeout=30))  # warm the pools
     for _ in range(plan.stream_rounds if rounds is None else rounds):
         for side, port in ports.items():
+            before = cpu_seconds(pids[side]) if pids and side in pids else 0.0
             results[side] += run_async(streams(port))
+            if side in spent:
+                spent[side] += cpu_seconds(pids[side]) - before
             time.sleep(0.2)  # let the last closes settle before the next side's round
-    return stream_figures(results)
+    return (*stream_figures(results), spent)
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user and system (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str]) -> list[Row]:
@@ -342,7 +357,7 @@ def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str])
     found = wrk_rounds(plan, urls, (64,))
     rows = [compare("non-stream req/s, 64 connections, 2 workers", found.rps(64), "/s", errors=found.errors(64)),
             compare("non-stream p99 ms, 64 connections, 2 workers", found.p99(64), "ms", 1)]
-    errors, firsts, chunks = stream_rounds(plan, fake, proxies, lambda port: clients.burst_streams(
+    errors, firsts, chunks, _ = stream_rounds(plan, fake, proxies, lambda port: clients.burst_streams(
         port, CHAT, 100, plan.stream_chunks, plan.stream_delay, timeout=60), plan.burst_rounds)
     if not all(chunks.values()):
         return rows + [Row("burst rows: no stream completed", {s: with_errors("", n) for s, n in errors.items()})]
@@ -579,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         proxies = {"nginx": nginx.url} | {side: relay.url for side, relay in relays.items()}
         sections = [
             ("non-stream", lambda: non_stream_rows(plan, canned, fake, proxies)),
-            ("streams", lambda: stream_rows(plan, fake, proxies)),
+            ("streams", lambda: stream_rows(plan, fake, proxies, {side: m.pid for side, m in memories.items()})),
             ("transfers", lambda: transfer_rows(plan, canned, fake, proxies, memories)),
             ("concurrent streams", lambda: hold_rows(plan, relays, memories)),
             ("WebSockets", lambda: websocket_rows(plan, fake_ws, proxies)),

@@ -34,6 +34,7 @@ ROWS_WITH_NUMBERS = {
     "stream TTFB (first chunk) p50 ms, 100 streams": ALL,
     "per-chunk delay p50 ms, 100 streams": ALL,
     "per-chunk delay p99 ms, 100 streams": ALL,
+    "relay worker CPU per stream of 10 chunks, ms": (*RELAYS, "relay vs baseline"),
     "upload MiB/s, 20 MiB body": ALL,
     "download MiB/s, 20 MiB body": ALL,
     "relay peak RSS added by a 20 MiB body, MiB": (*RELAYS, "relay vs baseline"),
