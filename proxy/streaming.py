@@ -125,8 +125,8 @@ def _timed_reads(response: UpstreamResponse, interval: float) -> Reads:
         chunk = _read(response)
         if not chunk:
             return
-        heard = time.monotonic()
         yield chunk
+        heard = time.monotonic()  # as a plain read's timeout would, counted from when the next read starts
 
 
 def _read_timeout(response: UpstreamResponse) -> float | None:
