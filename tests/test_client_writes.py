@@ -1,0 +1,86 @@
+"""proxy/client_writes.py: gunicorn's answer with its head held for the first piece of body.
+
+gunicorn's own request parser and response class, on a socket that records each `sendall`: the client must
+get byte for byte what gunicorn's response sends, in fewer writes, and a head with no body after it must
+go out when gunicorn's would. (Every test through gunicorn runs with it installed, too.)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from gunicorn import util
+from gunicorn.config import Config
+from gunicorn.http import wsgi
+from gunicorn.http.parser import RequestParser
+
+from proxy.client_writes import HEAD_WITH_BODY, OneWriteResponse
+from tests.relay_server import ROOT
+
+
+class RecordingSocket:
+    def __init__(self):
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+def writes(response_class: type, method: str, status: str, headers: list, pieces: list[bytes]) -> list[bytes]:
+    cfg = Config()
+    request = next(iter(RequestParser(cfg, [f"{method} / HTTP/1.1\r\nHost: x\r\n\r\n".encode()], ("127.0.0.1", 1))))
+    sock = RecordingSocket()
+    response = response_class(request, sock, cfg)
+    response.start_response(status, headers)
+    for piece in pieces:
+        response.write(piece)
+    response.close()
+    return sock.writes
+
+
+@pytest.fixture(autouse=True)
+def fixed_date(monkeypatch):
+    monkeypatch.setattr(util, "http_date", lambda *_: "Tue, 01 Dec 2026 12:00:00 GMT")
+
+
+# method, status, headers, the app's pieces; then how many writes gunicorn's response makes, and ours.
+CASES = {
+    "a small answer": ("POST", "200 OK", [("Content-Type", "application/json"), ("Content-Length", "11")],
+                       [b'{"ok":true}'], 2, 1),
+    "a stream": ("POST", "200 OK", [("Content-Type", "text/event-stream")],
+                 [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"], 5, 4),  # the head with the first
+    "an answer to HEAD": ("HEAD", "200 OK", [("Content-Length", "11")], [b'{"ok":true}'], 1, 1),
+    "no content": ("DELETE", "204 No Content", [], [], 1, 1),
+    "an empty first write": ("POST", "200 OK", [("Content-Type", "text/event-stream")], [b"", b"data: 1\n\n"], 3, 3),
+    "a large first piece": ("POST", "200 OK", [("Content-Length", str(HEAD_WITH_BODY + 1))],
+                            [b"x" * (HEAD_WITH_BODY + 1)], 2, 2),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_client_gets_the_same_bytes_in_fewer_writes(case):
+    method, status, headers, pieces, gunicorn_writes, our_writes = CASES[case]
+    gunicorns = writes(wsgi.Response, method, status, headers, pieces)
+    ours = writes(OneWriteResponse, method, status, headers, pieces)
+    assert b"".join(ours) == b"".join(gunicorns)
+    assert (len(gunicorns), len(ours)) == (gunicorn_writes, our_writes)
+
+
+def test_a_head_goes_out_when_gunicorn_would_send_it():
+    # An empty write sends the head (gunicorn's does), so a client is not left waiting for it.
+    first = writes(OneWriteResponse, "POST", "200 OK", [("Content-Type", "text/event-stream")], [b""])[0]
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and first.endswith(b"\r\n\r\n")
+
+
+def test_each_worker_installs_it():
+    probe = textwrap.dedent("""
+        import runpy
+        from gunicorn.http import wsgi
+        runpy.run_path("gunicorn.conf.py")["post_worker_init"](None)
+        print(wsgi.Response.__module__, wsgi.Response.__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["proxy.client_writes", "OneWriteResponse"], out.stderr
