@@ -101,10 +101,12 @@ def keep_large_buffers(env) -> bool:
     its free top past 128 KiB, both raised only as such blocks come and go: a worker relaying a 200 MiB upload
     (reads of up to 1 MiB from the client, copied by gunicorn's body reader) took ~80,000 fresh pages from the
     kernel, 3x the CPU and a third of the rate, for several uploads until glibc happened to adapt. A body's
-    buffers take a few MiB, so a worker keeps at most TRIM_THRESHOLD more than it holds. Settings an owner gives
-    glibc (`GLIBC_TUNABLES`, `MALLOC_*_`) are left alone; elsewhere (musl, macOS) this does nothing.
+    buffers take a few MiB, so a worker keeps at most TRIM_THRESHOLD more than it holds. An owner's own setting
+    of either (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, or in `GLIBC_TUNABLES`) is left to glibc;
+    elsewhere (musl, macOS) this does nothing.
     """
-    if "malloc." in env.get("GLIBC_TUNABLES", "") or any(name.startswith("MALLOC_") for name in env):
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(env) or "_threshold=" in tunables:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -62,5 +62,7 @@ def run_hook(env: dict[str, str]) -> bool:
 
 def test_glibc_takes_the_settings_unless_the_owner_gave_their_own():
     assert run_hook({}) is True  # mallopt accepted both
+    assert run_hook({"MALLOC_ARENA_MAX": "2"}) is True  # another setting of the owner's: no conflict
     assert run_hook({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=262144"}) is False
+    assert run_hook({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1048576"}) is False
     assert run_hook({"MALLOC_TRIM_THRESHOLD_": "1048576"}) is False
