@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests` and `bench` impor
 
 from bench import clients  # noqa: E402
 from bench import nginx as nginx_proxy  # noqa: E402
-from tests.relay_server import RelayServer, clean_environ  # noqa: E402
+from tests.relay_server import RelayServer, clean_environ, cpu_seconds  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk_chat.lua"
 MiB = 1024 * 1024
@@ -342,12 +342,6 @@ def stream_rounds(plan: Plan, fake: str, proxies: dict[str, str], streams, round
                 spent[side] += cpu_seconds(pids[side]) - before
             time.sleep(0.2)  # let the last closes settle before the next side's round
     return (*stream_figures(results), spent)
-
-
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far, user and system (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str]) -> list[Row]:

@@ -40,8 +40,7 @@ class OneWriteResponse(wsgi.Response):
         self.sock.sendall(data)
 
     def close(self) -> None:
-        if not self.headers_sent:
-            self.send_headers()
+        self.send_headers()  # (if not sent yet) and out, before gunicorn's close writes a chunked body's end
         self._send_head()
         super().close()
 

@@ -181,17 +181,20 @@ def _small_json(upstream: UpstreamResponse) -> bool:
     return is_json and (not length or (length.isdigit() and int(length) <= CHANGED_BODY_LIMIT))
 
 
+def _codings(upstream: UpstreamResponse) -> list[str]:
+    """The answer's content codings (gzip...), lower-case, `identity` left out."""
+    tokens = (token.strip().lower() for token in upstream.headers.get("Content-Encoding", "").split(","))
+    return [token for token in tokens if token and token != "identity"]
+
+
 def _encoded(upstream: UpstreamResponse) -> bool:
-    """Whether the answer's body is in a content coding (gzip...), so that nothing may be added to its bytes."""
-    codings = upstream.headers.get("Content-Encoding", "").split(",")
-    return any(token.strip().lower() not in ("", "identity") for token in codings)
+    """Whether the answer's body is in a content coding, so that nothing may be added to its bytes."""
+    return bool(_codings(upstream))
 
 
 def _undecodable(upstream: UpstreamResponse) -> str | None:
     """The answer's content codings urllib3 cannot decode (br without brotli...), or None."""
-    codings = [token.strip().lower() for token in upstream.headers.get("Content-Encoding", "").split(",")]
-    unknown = [token for token in codings if token and token != "identity" and token not in DECODABLE]
-    return ", ".join(unknown) or None
+    return ", ".join(token for token in _codings(upstream) if token not in DECODABLE) or None
 
 
 def _changed_body(upstream: UpstreamResponse, headers: list[tuple[str, str]], changes: list[BodyChange]) -> Response:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -110,6 +111,28 @@ class RelayServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+
+
+def run_python(script: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`script` in a fresh interpreter in the project root (one that gevent may patch, or a worker hook's)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def proc_stat(pid: int) -> list[str]:
+    """A process's /proc/PID/stat fields after its name: [0] is the state, [7] minflt, [11] utime, [12] stime."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user and system."""
+    fields = proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def minor_faults(pid: int) -> int:
+    """Pages a process has faulted in without reading a disk."""
+    return int(proc_stat(pid)[7])
 
 
 def rss_kib(pid: int) -> int:

@@ -7,10 +7,6 @@ go out when gunicorn's would. (Every test through gunicorn runs with it installe
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 from gunicorn import util
 from gunicorn.config import Config
@@ -18,7 +14,7 @@ from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
 
 from proxy.client_writes import HEAD_WITH_BODY, OneWriteResponse
-from tests.relay_server import ROOT
+from tests.relay_server import run_python
 
 
 class RecordingSocket:
@@ -76,11 +72,10 @@ def test_a_head_goes_out_when_gunicorn_would_send_it():
 
 
 def test_each_worker_installs_it():
-    probe = textwrap.dedent("""
+    out = run_python("""
         import runpy
         from gunicorn.http import wsgi
         runpy.run_path("gunicorn.conf.py")["post_worker_init"](None)
         print(wsgi.Response.__module__, wsgi.Response.__name__)
     """)
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert out.stdout.split() == ["proxy.client_writes", "OneWriteResponse"], out.stderr

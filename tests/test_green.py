@@ -8,10 +8,8 @@ and one killed while waiting leaves the queue.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from tests.relay_server import ROOT
+from tests.relay_server import run_python
 
 SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
@@ -69,7 +67,7 @@ print(json.dumps(report))
 
 
 def run_script() -> dict:
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = run_python(SCRIPT)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 

@@ -14,14 +14,12 @@ import io
 import json
 import random
 import socket
-import subprocess
-import sys
 import threading
 
 import requests
 
 from proxy.connection import parse_header_lines
-from tests.relay_server import ROOT
+from tests.relay_server import run_python
 
 IGNORED_BY_URLLIB3 = (email.errors.StartBoundaryNotFoundDefect, email.errors.MultipartInvariantViolationDefect)
 
@@ -141,7 +139,7 @@ print(json.dumps(report))
 def test_waiting_for_the_next_bytes_can_be_cut_short_without_losing_any():
     """`wait_for_bytes` under real gevent (a child process): silences are seen between chunks and before the last,
     and a wait cut short inside a split CRLF or size line takes nothing from the body."""
-    out = subprocess.run([sys.executable, "-c", WAIT_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = run_python(WAIT_SCRIPT)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["silence after a chunk"][0] == "helloworld" and report["silence after a chunk"][1] >= 2

@@ -10,27 +10,23 @@ some: Werkzeug's NotFound and its traceback) is still collected, so a busy worke
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import requests
 
-from tests.relay_server import ROOT, rss_kib
+from tests.relay_server import rss_kib, run_python
 
 REQUESTS = 4000
 GROWTH_LIMIT_KIB = 12 * 1024  # with the collector off, 4,000 404s hold 56 MiB of cycles here; with it, 0.2
 
 
 def test_post_worker_init_freezes_the_app_and_raises_the_young_threshold():
-    probe = textwrap.dedent("""
+    out = run_python("""
         import gc, json, runpy
         hooks = runpy.run_path("gunicorn.conf.py")
         before = gc.get_threshold()
         hooks["post_worker_init"](None)
         print(json.dumps([gc.get_freeze_count(), before, gc.get_threshold(), gc.isenabled()]))
     """)
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=30)
     frozen, before, after, enabled = json.loads(out.stdout)
     assert frozen > 1000, out  # the modules imported so far (gunicorn's config, runpy, json...) and their objects
     assert after[0] >= 10 * before[0] and list(after[1:]) == list(before[1:])

@@ -11,26 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import requests
 
-from tests.relay_server import ROOT
+from tests.relay_server import minor_faults, run_python
 
 BODY = 64 * 1024 * 1024
 UPLOADS = 3
 # Pages a worker may fault in over UPLOADS uploads after the first: 16 MiB. Here, without the hook, 32,000 to
 # 56,000 over three uploads of 64 MiB (glibc adapts after a varying number of them); with it, 300 to 900.
 FAULT_LIMIT = 4096
-
-
-def minor_faults(pid: int) -> int:
-    """Pages a process has faulted in without reading a disk (`minflt` in /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[7])
 
 
 def upload(url: str, body: bytes) -> None:
@@ -51,12 +41,11 @@ def test_large_uploads_reuse_the_workers_memory(start_relay):
 
 
 def run_hook(env: dict[str, str]) -> bool:
-    probe = textwrap.dedent(f"""
+    out = run_python(f"""
         import runpy
         hooks = runpy.run_path("gunicorn.conf.py")
         print(hooks["keep_large_buffers"]({env!r}))
     """)
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=30)
     return json.loads(out.stdout.strip().lower())
 
 
