@@ -1,5 +1,10 @@
-"""The relay's connections to its upstreams: urllib3's, with three changes that each save CPU per request.
+"""The relay's connections to its upstreams: urllib3's, with a change that keeps the request target as the
+client sent it and three that each save CPU per request.
 
+- **The target as received.** urllib3's pool rewrites every request target into its own normal form before
+  the connection sends it: `%2f` becomes `%2F`, `%zz` becomes `%25zz` (another name), `|`, `"`, `{`, `<` are
+  escaped. `sending_target` names the target the relay means to send, and the connection sends that one
+  when urllib3's line is the same target in urllib3's form.
 - **One write per request.** The head goes out with the first piece of the body; http.client sends them
   apart, which costs a second system call and gives the upstream a head without its body.
 - **A cheap check of an idle connection.** A pooled connection is checked before reuse with one
@@ -17,14 +22,21 @@ import email.errors
 import http.client
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import urllib3.connection
+from urllib3.util.url import _encode_target
 
 PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # look without taking or waiting (an int: flags are slow)
 HEAD_WITH_BODY = 64 * 1024  # a first piece of body up to this size goes out in one write with the request head
 
 # What the email package's feed parser takes for a header line (or a continuation), and its line ends.
+_EXACT_TARGET: ContextVar[str | None] = ContextVar("exact_target", default=None)  # per greenlet or thread
+_SENDABLE = re.compile(r"/[\x21-\x7e]*")  # a target http.client sends as it is (gunicorn refuses any other)
+
 _HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
 _LINES = re.compile(r"(?<=\r\n)|(?<=\r)(?!\n)|(?<=\n)")
 _BARE_CR = re.compile(r"\r(?!\n)")
@@ -159,12 +171,28 @@ class UpstreamHTTPResponse(http.client.HTTPResponse):
         return False
 
 
+@contextmanager
+def sending_target(target: str) -> Iterator[None]:
+    """Within the block, a request line for `target` goes out with `target` exactly as given."""
+    token = _EXACT_TARGET.set(target if _SENDABLE.fullmatch(target) else None)
+    try:
+        yield
+    finally:
+        _EXACT_TARGET.reset(token)
+
+
 class _RelayConnection:
     """The changes, mixed into urllib3's two connection classes (see `CONNECTION_CLASSES`)."""
 
     response_class = UpstreamHTTPResponse
     _head: bytes | None = None
     _hold_head = False
+
+    def putrequest(self, method: str, url: str, *args: Any, **options: Any) -> None:
+        exact = _EXACT_TARGET.get()
+        if exact is not None and url != exact and url == _encode_target(exact):  # the same target, rewritten
+            url = exact
+        super().putrequest(method, url, *args, **options)  # type: ignore[misc]
 
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **options: Any) -> None:
         self._hold_head = body is not None

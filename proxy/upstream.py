@@ -4,7 +4,8 @@ One urllib3 pool per upstream origin, made once by a `requests` `HTTPAdapter` (s
 `HTTPS_PROXY` and `NO_PROXY`, and `REQUESTS_CA_BUNDLE`, for proxies that inspect TLS, are honoured as by
 requests itself) and then used directly: the URL goes out exactly as received (no re-quoting), no header is
 added that the client did not send, and a request costs no adapter work (a third of the upstream side's CPU).
-The connections are urllib3's with three changes of the relay's own (proxy/connection.py).
+The connections are urllib3's with four changes of the relay's own (proxy/connection.py), one of which keeps
+the target as received (urllib3's pool would rewrite it).
 Session chat and billing use it too.
 """
 
@@ -25,7 +26,7 @@ from urllib3 import HTTPConnectionPool, HTTPResponse
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util import SKIP_HEADER, Retry, Timeout
 
-from .connection import CONNECTION_CLASSES
+from .connection import CONNECTION_CLASSES, sending_target
 from .green import take_turn
 from .routes import Route
 from .settings import Settings, SettingsError
@@ -125,13 +126,15 @@ class Upstream:
             if name.lower() not in present:
                 headers[name] = SKIP_HEADER
         timeouts = self.timeout if timeout is None else Timeout(connect=timeout[0], read=timeout[1])
+        target = urldefragauth(url) if absolute else _target(url)
         try:
-            raw = pool.urlopen(
-                method, urldefragauth(url) if absolute else _target(url), body=body, headers=headers,
-                redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
-                retries=NO_RETRY, timeout=timeouts,
-                chunked=body is not None and "content-length" not in present,
-            )
+            with sending_target(target):  # as received: urllib3 would rewrite it (proxy/connection.py)
+                raw = pool.urlopen(
+                    method, target, body=body, headers=headers,
+                    redirect=False, assert_same_host=False, preload_content=False, decode_content=False,
+                    retries=NO_RETRY, timeout=timeouts,
+                    chunked=body is not None and "content-length" not in present,
+                )
         except MaxRetryError as exc:  # a failure to connect, with retries=0
             reason = exc.reason
             if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
+
+from tests.raw_http import raw_get, split_answer
 
 
 def echo(relay, path: str, headers: dict[str, str] | None = None, method: str = "GET", **kwargs) -> dict:
@@ -83,6 +87,22 @@ def test_host_is_the_upstreams(relay, fake):
 )
 def test_path_and_query_forwarded_exactly(relay, path, upstream_target):
     assert echo(relay, path)["target"] == upstream_target
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/echo/a%2fb?after=file%2dabc&x=%7e",  # lower-case escapes (urllib3 writes them upper-case)
+        "/v1/echo/a%zz?q=100%",  # not an escape at all (urllib3 makes it %25zz: another name)
+        '/v1/echo/a|b"c{d}^`e?r=<>',  # characters urllib3 would escape
+        "/v1/echo/%E4%BD%A0?x=1+2&x=3",
+    ],
+)
+def test_the_target_reaches_the_upstream_byte_for_byte(relay, target):
+    """Sent on a raw socket (an HTTP library would rewrite it first): the upstream gets the same bytes."""
+    status, _, body = split_answer(raw_get(relay.port, target))
+    assert status == 200, body[:300]
+    assert json.loads(body)["target"] == target
 
 
 def test_extra_routes_from_settings(start_relay, fake):
