@@ -178,6 +178,8 @@ class WrkResult:
     rps: float
     p99_ms: float
     errors: int
+    requests: int
+    cpu_us: float | None = None  # the side's worker's CPU time per request, when its pid is known
 
 
 def wrk(url: str, connections: int, seconds: float) -> WrkResult:
@@ -188,7 +190,7 @@ def wrk(url: str, connections: int, seconds: float) -> WrkResult:
     line = next(line for line in out.splitlines() if line.startswith("WRK_RESULT "))
     data = json.loads(line.removeprefix("WRK_RESULT "))
     errors = sum(data[key] for key in ("connect", "read", "write", "status", "timeout"))
-    return WrkResult(data["requests"] / (data["duration_us"] / 1e6), data["p99_us"] / 1000, errors)
+    return WrkResult(data["requests"] / (data["duration_us"] / 1e6), data["p99_us"] / 1000, errors, data["requests"])
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -240,6 +242,11 @@ class WrkRounds:
     def errors(self, connections: int) -> dict[str, int]:
         return {side: sum(r.errors for r in runs) for side, runs in self.at(connections).items()}
 
+    def cpu_us(self, connections: int) -> dict[str, float]:
+        """The median over runs of the worker's CPU µs per request, for the sides whose worker was watched."""
+        return {side: statistics.median(r.cpu_us for r in runs)
+                for side, runs in self.at(connections).items() if runs and runs[0].cpu_us is not None}
+
     def paired_share(self, more: int, fewer: int) -> dict[str, float]:
         """Per side, the median over rounds of req/s at `more` connections over req/s at `fewer` in the same
         round: the machine's drift between rounds (it moved a side's rate by 10% here) cancels out."""
@@ -248,30 +255,40 @@ class WrkRounds:
                 for side, runs in self.at(more).items()}
 
 
-def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...]) -> WrkRounds:
+def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...],
+               pids: dict[str, int] | None = None) -> WrkRounds:
     """`plan.wrk_rounds` rounds; in each, every side in turn runs wrk at each connection count back to back
-    (the counts' order alternating from round to round)."""
+    (the counts' order alternating from round to round). The CPU time of the workers in `pids` (side: pid)
+    is read around each of their runs."""
     for side, url in urls.items():
         if side != "direct":
             wrk(url, max(counts), 1)  # warm the proxy's upstream pool
     runs: dict[tuple[str, int], list[WrkResult]] = {(side, c): [] for side in urls for c in counts}
+    pids = pids or {}
     for index in range(plan.wrk_rounds):
         for side, url in urls.items():
             for connections in counts if index % 2 == 0 else counts[::-1]:
-                runs[side, connections].append(wrk(url, connections, plan.wrk_seconds))
+                before = cpu_seconds(pids[side]) if side in pids else 0.0
+                result = wrk(url, connections, plan.wrk_seconds)
+                if side in pids:
+                    result.cpu_us = (cpu_seconds(pids[side]) - before) / max(1, result.requests) * 1e6
+                runs[side, connections].append(result)
     return WrkRounds(runs)
 
 
-def non_stream_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str]) -> list[Row]:
-    """Small chat completions from wrk, keep-alive: the canned upstream directly and through each proxy."""
+def non_stream_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str], pids: dict[str, int]) -> list[Row]:
+    """Small chat completions from wrk, keep-alive: the canned upstream directly and through each proxy; the
+    relay workers' (`pids`) CPU time per request."""
     urls = {"direct": canned + CHAT} | {side: url + "/canned" + CHAT for side, url in proxies.items()}
-    found = wrk_rounds(plan, urls, (16, 64))
+    found = wrk_rounds(plan, urls, (16, 64), pids)
     rows = []
     for connections in (16, 64):
         rows.append(compare(f"non-stream req/s, {connections} connections", found.rps(connections), "/s",
                             errors=found.errors(connections), target=">= 8% of direct",
                             ok=lambda v: v["relay"] >= 0.08 * v["direct"]))
         rows.append(compare(f"non-stream p99 ms, {connections} connections", found.p99(connections), "ms", 1))
+        rows.append(compare(f"  relay worker CPU per request, µs, {connections} connections",
+                            found.cpu_us(connections), "µs"))
     if "baseline" in proxies:  # issue 13's target 1: a third less CPU per request
         for connections in (16, 64):
             row = compare(f"  non-stream req/s, {connections} connections, relay vs baseline",
@@ -586,9 +603,10 @@ def main(argv: list[str] | None = None) -> int:
         memories = {side: WorkerMemory(relay.worker_pids()[0]) for side, relay in relays.items()}
         idle_mib = {side: memory.rss_kb() / 1024 for side, memory in memories.items()}
         proxies = {"nginx": nginx.url} | {side: relay.url for side, relay in relays.items()}
+        pids = {side: memory.pid for side, memory in memories.items()}
         sections = [
-            ("non-stream", lambda: non_stream_rows(plan, canned, fake, proxies)),
-            ("streams", lambda: stream_rows(plan, fake, proxies, {side: m.pid for side, m in memories.items()})),
+            ("non-stream", lambda: non_stream_rows(plan, canned, fake, proxies, pids)),
+            ("streams", lambda: stream_rows(plan, fake, proxies, pids)),
             ("transfers", lambda: transfer_rows(plan, canned, fake, proxies, memories)),
             ("concurrent streams", lambda: hold_rows(plan, relays, memories)),
             ("WebSockets", lambda: websocket_rows(plan, fake_ws, proxies)),

@@ -25,8 +25,10 @@ RELAYS = ("relay", "baseline")
 ROWS_WITH_NUMBERS = {
     "non-stream req/s, 16 connections": ALL,
     "non-stream p99 ms, 16 connections": ALL,
+    "relay worker CPU per request, µs, 16 connections": (*RELAYS, "relay vs baseline"),
     "non-stream req/s, 64 connections": ALL,
     "non-stream p99 ms, 64 connections": ALL,
+    "relay worker CPU per request, µs, 64 connections": (*RELAYS, "relay vs baseline"),
     "non-stream req/s, 16 connections, relay vs baseline": (*RELAYS, "relay vs baseline"),
     "non-stream req/s, 64 connections, relay vs baseline": (*RELAYS, "relay vs baseline"),
     "non-stream req/s, 64 connections vs 16": SIDES,
