@@ -255,6 +255,11 @@ class WrkRounds:
                 for side, runs in self.at(more).items()}
 
 
+def worker_cpu(pids: dict[str, int], side: str) -> float:
+    """The CPU seconds so far of `side`'s watched worker (0 for a side without one)."""
+    return cpu_seconds(pids[side]) if side in pids else 0.0
+
+
 def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...],
                pids: dict[str, int] | None = None) -> WrkRounds:
     """`plan.wrk_rounds` rounds; in each, every side in turn runs wrk at each connection count back to back
@@ -268,10 +273,10 @@ def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...],
     for index in range(plan.wrk_rounds):
         for side, url in urls.items():
             for connections in counts if index % 2 == 0 else counts[::-1]:
-                before = cpu_seconds(pids[side]) if side in pids else 0.0
+                before = worker_cpu(pids, side)
                 result = wrk(url, connections, plan.wrk_seconds)
                 if side in pids:
-                    result.cpu_us = (cpu_seconds(pids[side]) - before) / max(1, result.requests) * 1e6
+                    result.cpu_us = (worker_cpu(pids, side) - before) / max(1, result.requests) * 1e6
                 runs[side, connections].append(result)
     return WrkRounds(runs)
 
@@ -348,15 +353,16 @@ def stream_rounds(plan: Plan, fake: str, proxies: dict[str, str], streams, round
     in `pids` (side: pid) spent in its side's rounds."""
     ports = {"direct": port_of(fake)} | {side: port_of(url) for side, url in proxies.items()}
     results: dict[str, list[clients.StreamResult]] = {side: [] for side in ports}
-    spent = dict.fromkeys(pids or {}, 0.0)
+    pids = pids or {}
+    spent = dict.fromkeys(pids, 0.0)
     for port in ports.values():
         run_async(clients.burst_streams(port, CHAT, 100, 1, 0, timeout=30))  # warm the pools
     for _ in range(plan.stream_rounds if rounds is None else rounds):
         for side, port in ports.items():
-            before = cpu_seconds(pids[side]) if pids and side in pids else 0.0
+            before = worker_cpu(pids, side)
             results[side] += run_async(streams(port))
             if side in spent:
-                spent[side] += cpu_seconds(pids[side]) - before
+                spent[side] += worker_cpu(pids, side) - before
             time.sleep(0.2)  # let the last closes settle before the next side's round
     return (*stream_figures(results), spent)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from gunicorn import util
 from gunicorn.http import wsgi
 
-HEAD_WITH_BODY = 64 * 1024  # a first piece up to this size is copied behind the head; a larger one is sent apart
+from .connection import HEAD_WITH_BODY  # the same rule as towards the upstream: a larger piece is sent apart
 
 
 class OneWriteResponse(wsgi.Response):

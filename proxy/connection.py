@@ -31,12 +31,12 @@ import urllib3.connection
 from urllib3.util.url import _encode_target
 
 PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # look without taking or waiting (an int: flags are slow)
-HEAD_WITH_BODY = 64 * 1024  # a first piece of body up to this size goes out in one write with the request head
+HEAD_WITH_BODY = 64 * 1024  # a first piece of body up to this size goes out in one write with the head
 
-# What the email package's feed parser takes for a header line (or a continuation), and its line ends.
 _EXACT_TARGET: ContextVar[str | None] = ContextVar("exact_target", default=None)  # per greenlet or thread
 _SENDABLE = re.compile(r"/[\x21-\x7e]*")  # a target http.client sends as it is (gunicorn refuses any other)
 
+# What the email package's feed parser takes for a header line (or a continuation), and its line ends.
 _HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
 _LINES = re.compile(r"(?<=\r\n)|(?<=\r)(?!\n)|(?<=\n)")
 _BARE_CR = re.compile(r"\r(?!\n)")

@@ -159,7 +159,7 @@ def client_response(upstream: UpstreamResponse, heartbeat: float, relocation: Re
         headers.append(("X-Accel-Buffering", "no"))
         if "Cache-Control" not in upstream.headers:
             headers.append(("Cache-Control", "no-cache"))
-        if "Content-Length" in upstream.headers or _encoded(upstream):
+        if "Content-Length" in upstream.headers or _codings(upstream):
             heartbeat = 0  # a comment would break the declared length, or the compressed bytes
     else:
         # The one point where an answer is read whole and changed: error bodies to scrub (all of them) and
@@ -185,11 +185,6 @@ def _codings(upstream: UpstreamResponse) -> list[str]:
     """The answer's content codings (gzip...), lower-case, `identity` left out."""
     tokens = (token.strip().lower() for token in upstream.headers.get("Content-Encoding", "").split(","))
     return [token for token in tokens if token and token != "identity"]
-
-
-def _encoded(upstream: UpstreamResponse) -> bool:
-    """Whether the answer's body is in a content coding, so that nothing may be added to its bytes."""
-    return bool(_codings(upstream))
 
 
 def _undecodable(upstream: UpstreamResponse) -> str | None:

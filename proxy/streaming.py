@@ -22,7 +22,7 @@ import time
 from collections.abc import Generator, Iterator
 
 from .green import greenlets_rule_sockets
-from .upstream import UpstreamResponse, abort, shut_down
+from .upstream import UpstreamResponse, abort, shut_down, upstream_socket
 
 READ_SIZE = 256 * 1024
 HEARTBEAT = b": keep-alive\n\n"
@@ -131,7 +131,7 @@ def _timed_reads(response: UpstreamResponse, interval: float) -> Reads:
 
 def _read_timeout(response: UpstreamResponse) -> float | None:
     """The upstream socket's timeout: UPSTREAM_READ_TIMEOUT (or the route's), which each read restarts."""
-    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    sock = upstream_socket(response)
     return sock.gettimeout() if sock is not None else None
 
 

@@ -266,9 +266,14 @@ def _proxies_for(origin: str) -> dict[str, str]:
     return proxies
 
 
+def upstream_socket(response: UpstreamResponse) -> socket.socket | None:
+    """The socket the response is read from (None once its connection is closed)."""
+    return getattr(getattr(response.raw, "_connection", None), "sock", None)
+
+
 def shut_down(response: UpstreamResponse) -> None:
     """Shut the response's socket down, so that a read blocked on it elsewhere returns."""
-    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    sock = upstream_socket(response)
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
