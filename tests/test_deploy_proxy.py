@@ -28,6 +28,7 @@ import requests
 from openai import OpenAI
 
 from tests.fake_upstream import pattern_bytes
+from tests.raw_http import raw_get, split_answer
 from tests.relay_server import free_port
 
 LOOPBACK = ("127.0.0.1", "localhost")
@@ -235,6 +236,17 @@ def test_https_upstream_is_reached_through_the_proxy_tunnel(start_relay, tls_ups
     # Inside the tunnel the upstream got the client's request as sent.
     sent = [r for r in fake.find("/v1/chat/completions") if r.header("authorization") == "Bearer sk-via-connect"]
     assert len(sent) == 2 and all(r.header("proxy-authorization") is None for r in sent)
+
+
+def test_the_target_reaches_an_https_upstream_through_the_tunnel_byte_for_byte(start_relay, tls_upstream,
+                                                                              certificate, proxy):
+    """urllib3's HTTPS connection, inside a CONNECT tunnel, sends the client's target as it came (raw socket in)."""
+    relay = https_relay(start_relay, tls_upstream, certificate, HTTPS_PROXY=proxy.url())
+    target = "/v1/echo/a%2fb%zz?after=file%2dabc&r=<|>"
+    status, _, body = split_answer(raw_get(relay.port, target))
+    assert status == 200, body[:300]
+    assert json.loads(body)["target"] == target
+    assert [s.method for s in proxy.seen] == ["CONNECT"]
 
 
 def test_http_upstream_is_reached_through_the_proxy(start_relay, proxy, fake):
