@@ -1,5 +1,5 @@
 """The relay's connections to its upstreams: urllib3's, with a change that keeps the request target as the
-client sent it and three that each save CPU per request.
+client sent it and four that each save CPU per request.
 
 - **The target as received.** urllib3's pool rewrites every request target into its own normal form before
   the connection sends it: `%2f` becomes `%2F`, `%zz` becomes `%25zz` (another name), `|`, `"`, `{`, `<` are
@@ -14,6 +14,8 @@ client sent it and three that each save CPU per request.
 - **The answer's head parsed in one pass.** http.client hands the header lines to the `email` package's
   feed parser, the slowest step of an answer; `parse_header_lines` gives the same `HTTPMessage` (headers,
   order, defects, unparsed rest: `tests/test_upstream_connection.py` compares them on thousands of heads).
+- **A light answer.** `getresponse` returns http.client's response in an `Answer` (proxy/answer.py), not in
+  urllib3's response object.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any
 
 import urllib3.connection
 from urllib3.util.url import _encode_target
+
+from .answer import Answer
 
 PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # look without taking or waiting (an int: flags are slow)
 HEAD_WITH_BODY = 64 * 1024  # a first piece of body up to this size goes out in one write with the head
@@ -214,6 +218,16 @@ class _RelayConnection:
             else:
                 super().send(head)  # type: ignore[misc]
         super().send(data)  # type: ignore[misc]
+
+    def getresponse(self) -> Answer:  # type: ignore[override]
+        """urllib3's `getresponse`, but for the object the answer comes in."""
+        options = self._response_options  # type: ignore[attr-defined]
+        if options is None:
+            raise http.client.ResponseNotReady()
+        self._response_options = None
+        self.sock.settimeout(self.timeout)  # type: ignore[attr-defined]
+        answer = http.client.HTTPConnection.getresponse(self)  # type: ignore[arg-type]
+        return Answer(answer, self._http_vsn_str, options.request_method, options.request_url)  # type: ignore[attr-defined]
 
     @property
     def is_connected(self) -> bool:

@@ -4,8 +4,8 @@ One urllib3 pool per upstream origin, made once by a `requests` `HTTPAdapter` (s
 `HTTPS_PROXY` and `NO_PROXY`, and `REQUESTS_CA_BUNDLE`, for proxies that inspect TLS, are honoured as by
 requests itself) and then used directly: the URL goes out exactly as received (no re-quoting), no header is
 added that the client did not send, and a request costs no adapter work (a third of the upstream side's CPU).
-The connections are urllib3's with four changes of the relay's own (proxy/connection.py), one of which keeps
-the target as received (urllib3's pool would rewrite it).
+The connections are urllib3's with five changes of the relay's own (proxy/connection.py): one keeps the
+target as received (urllib3's pool would rewrite it), one hands the answer back in a lighter object.
 Session chat and billing use it too.
 """
 
@@ -22,10 +22,11 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies, select_proxy, urldefragauth
-from urllib3 import HTTPConnectionPool, HTTPResponse
+from urllib3 import HTTPConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util import SKIP_HEADER, Retry, Timeout
 
+from .answer import Answer
 from .connection import CONNECTION_CLASSES, sending_target
 from .green import take_turn
 from .routes import Route
@@ -75,11 +76,11 @@ class UpstreamBrokeOff(Exception):
 
 
 class UpstreamResponse:
-    """The upstream's answer, body unread: `raw` is urllib3's response, to read from."""
+    """The upstream's answer, body unread: `raw` is its `Answer` (proxy/answer.py), to read from."""
 
     __slots__ = ("raw", "status_code", "headers")
 
-    def __init__(self, raw: HTTPResponse):
+    def __init__(self, raw: Answer):
         self.raw = raw
         self.status_code = raw.status
         self.headers = raw.headers  # case-insensitive; repeated names joined with ", "
@@ -268,7 +269,7 @@ def _proxies_for(origin: str) -> dict[str, str]:
 
 def upstream_socket(response: UpstreamResponse) -> socket.socket | None:
     """The socket the response is read from (None once its connection is closed)."""
-    return getattr(getattr(response.raw, "_connection", None), "sock", None)
+    return getattr(response.raw.connection, "sock", None)
 
 
 def shut_down(response: UpstreamResponse) -> None:
