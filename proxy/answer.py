@@ -24,6 +24,15 @@ from urllib3.exceptions import InvalidHeader, ProtocolError, ReadTimeoutError, S
 _FOLD = re.compile(r"(?:(?<![ \t])[ \t]+)?\r\n[ \t]+")  # an obsolete line fold, unfolded to a space (urllib3's rule)
 
 
+class LengthsDisagree(InvalidHeader):
+    """The answer declares Content-Lengths that differ, so where its body ends would be a guess (urllib3's
+    error, with the values kept)."""
+
+    def __init__(self, declared: str):
+        super().__init__(f"Content-Length contained multiple unmatching values ({declared})")
+        self.declared = declared
+
+
 class AnswerHeaders:
     """The answer's headers: case-insensitive, repeated names joined with ", " (as urllib3's `HTTPHeaderDict`)."""
 
@@ -174,7 +183,7 @@ def _declared_length(headers: AnswerHeaders, status: int, method: str | None, ch
         except ValueError:
             lengths = set()
         if len(lengths) > 1:
-            raise InvalidHeader(f"Content-Length contained multiple unmatching values ({declared})")
+            raise LengthsDisagree(declared)
         if lengths:
             length = lengths.pop()
             if length < 0:

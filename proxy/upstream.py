@@ -26,7 +26,7 @@ from urllib3 import HTTPConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util import SKIP_HEADER, Retry, Timeout
 
-from .answer import Answer
+from .answer import Answer, LengthsDisagree
 from .connection import CONNECTION_CLASSES, sending_target
 from .green import take_turn
 from .routes import Route
@@ -230,6 +230,9 @@ def read_whole(response: UpstreamResponse, limit: int) -> bytes:
 
 def _unreadable_answer(exc: BaseException) -> str:
     """What was wrong with the upstream's answer, if `exc` (urllib3 wrapping http.client) says so."""
+    lengths = _find_cause(exc, LengthsDisagree)
+    if isinstance(lengths, LengthsDisagree):
+        return f"sent Content-Length headers that disagree ({lengths.declared})"
     found = _find_cause(exc, http.client.HTTPException)
     if found is None:
         return ""

@@ -14,10 +14,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import requests
 import urllib3
 
 from proxy.connection import RelayHTTPConnection
 from proxy.upstream import NO_RETRY
+from tests.test_relay_errors import assert_openai_error
 
 OK = b"HTTP/1.1 200 OK\r\n"
 ANSWERS = {  # name: (method, what the upstream sends, whether it then closes the connection)
@@ -47,7 +49,7 @@ AGAIN = OK + b"Content-Length: 5\r\n\r\nagain"
 
 
 class RawUpstream:
-    """Answers a request for /first with `answer` and one for /again with `AGAIN`; counts connections."""
+    """Answers a request for .../again with `AGAIN` and any other with `answer`; counts connections."""
 
     def __init__(self):
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -83,7 +85,7 @@ class RawUpstream:
                     if not piece:
                         return
                     head += piece
-                first = head.split(b" ", 2)[1] == b"/first"
+                first = not head.split(b" ", 2)[1].endswith(b"/again")
                 conn.sendall(self.answer if first else AGAIN)
                 if first and self.close_after:
                     return
@@ -100,6 +102,12 @@ def raw_upstream() -> Iterator[RawUpstream]:
     upstream.close()
 
 
+def kind(exc: Exception) -> str:
+    """The exception's class, or the urllib3 one it refines (the relay's LengthsDisagree is an InvalidHeader)."""
+    return next(c.__name__ for c in type(exc).__mro__ if c.__module__ in ("urllib3.exceptions", "http.client",
+                                                                         "builtins"))
+
+
 def outcome(upstream: RawUpstream, relays: bool, name: str, reading: str) -> dict:
     """What a pool makes of answer `name`, read `reading`'s way, and of a second request after it."""
     method, upstream.answer, upstream.close_after = ANSWERS[name]
@@ -112,7 +120,7 @@ def outcome(upstream: RawUpstream, relays: bool, name: str, reading: str) -> dic
         answer = pool.urlopen(method, "/first", retries=NO_RETRY, redirect=False, preload_content=False,
                               decode_content=False)
     except Exception as exc:  # noqa: BLE001 - the failure is what is compared
-        seen["failed"] = type(exc).__name__
+        seen["failed"] = kind(exc)
     else:
         seen.update(status=answer.status, items=[(key.lower(), value) for key, value in answer.headers.items()],
                     joined={key: answer.headers.get(key) for key in ("set-cookie", "X-FOLDED", "content-length")},
@@ -130,7 +138,7 @@ def outcome(upstream: RawUpstream, relays: bool, name: str, reading: str) -> dic
             else:  # decoded, with a limit, as read_whole reads
                 body = answer.read(1000, decode_content=True)
         except Exception as exc:  # noqa: BLE001
-            seen["broke"] = type(exc).__name__
+            seen["broke"] = kind(exc)
         seen["body"] = body
         answer.close()
         answer.release_conn()
@@ -172,3 +180,17 @@ def test_each_header_keeps_the_name_it_came_with(raw_upstream):
     assert [name for name, _ in answer.headers.items()] == ["Set-Cookie", "set-cookie", "X-Folded", "Content-Length"]
     assert answer.read() == b"ok"
     pool.close()
+
+
+def test_lengths_that_disagree_are_a_502_that_says_so_and_the_connection_is_dropped(raw_upstream, start_relay):
+    """Two Content-Lengths that differ leave where the body ends to a guess: the relay answers 502 and never
+    sends another request on that connection (its next bytes could be taken for the next answer)."""
+    _, raw_upstream.answer, raw_upstream.close_after = ANSWERS["lengths that differ"]
+    relay = start_relay(UPSTREAM_URL=f"http://127.0.0.1:{raw_upstream.port}")
+    before = raw_upstream.connections
+    answer = requests.get(relay.url + "/v1/models", headers={"Authorization": "Bearer sk-test"}, timeout=10)
+    assert_openai_error(answer, 502, "upstream_bad_response")
+    assert "Content-Length headers that disagree (5, 6)" in answer.json()["error"]["message"]
+    again = requests.get(relay.url + "/v1/again", headers={"Authorization": "Bearer sk-test"}, timeout=10)
+    assert again.status_code == 200 and again.content == b"again"
+    assert raw_upstream.connections - before == 2
