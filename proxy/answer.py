@@ -88,9 +88,8 @@ class Answer:
         self._decoding: HTTPResponse | None = None
 
     def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
-        """What has arrived of the body, up to `amt` bytes; b"" at its end."""
-        if decode_content:
-            return self._decoded().read1(amt, decode_content=True)
+        """What has arrived of the body, up to `amt` bytes, as sent (the relay never decodes a stream); b"" at
+        its end."""
         if amt == 0:
             return b""
         return self._raw_read(amt, read1=True)

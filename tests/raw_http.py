@@ -46,3 +46,14 @@ def split_answer(received: bytes) -> tuple[int, dict[str, str], bytes]:
     lines = top.decode("latin-1").split("\r\n")
     found = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), found, body
+
+
+def read_head(conn: socket.socket, limit: int = 65536) -> bytes:
+    """A request head read off `conn` up to its blank line (or what came before the peer closed, or `limit`)."""
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < limit:
+        piece = conn.recv(65536)
+        if not piece:
+            break
+        head += piece
+    return head

@@ -19,6 +19,7 @@ import urllib3
 
 from proxy.connection import RelayHTTPConnection
 from proxy.upstream import NO_RETRY
+from tests.raw_http import read_head
 from tests.test_relay_errors import assert_openai_error
 
 OK = b"HTTP/1.1 200 OK\r\n"
@@ -76,15 +77,12 @@ class RawUpstream:
         with conn:
             conn.settimeout(5)
             for _ in range(3):  # bounded: a pool sends at most two requests on a connection here
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    try:
-                        piece = conn.recv(65536)
-                    except OSError:
-                        return
-                    if not piece:
-                        return
-                    head += piece
+                try:
+                    head = read_head(conn)
+                except OSError:
+                    return
+                if b"\r\n\r\n" not in head:  # the pool closed the connection
+                    return
                 first = not head.split(b" ", 2)[1].endswith(b"/again")
                 conn.sendall(self.answer if first else AGAIN)
                 if first and self.close_after:

@@ -18,6 +18,8 @@ import time
 import pytest
 import requests
 
+from tests.raw_http import read_head
+
 ANSWER = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}'
 STRAY = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
 
@@ -44,12 +46,7 @@ class OneAnswerUpstream:
     def _answer(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(5)
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                piece = conn.recv(65536)
-                if not piece:
-                    break
-                head += piece
+            read_head(conn)
             conn.sendall(ANSWER)
             time.sleep(0.1)  # the relay has the answer and pools the connection
             if self.stray:
