@@ -2,7 +2,8 @@
 
 How `NewConnectionsInTurn` lets new requests in: a request already under way whose socket is ready runs
 before further new ones, the new ones go in the order they came, none starves on a loop that is never idle,
-and one killed while waiting leaves the queue.
+and one killed while waiting leaves the queue. When `take_turn` lets the others run: when a connection has
+not waited since its last request, and only then.
 """
 
 from __future__ import annotations
@@ -84,3 +85,53 @@ def test_new_requests_go_in_one_at_a_time_after_ready_work():
     # alone took seconds).
     assert report["busy"] == [0, 1, 2, 3, 4] and report["busy_seconds"] < 0.5, report
     assert report["killed"] == {"got": [0, 2], "left": 0, "watching": False}
+
+
+TURN_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, socket, gevent
+from proxy.green import take_turn
+
+ticks = [0]
+def ticker():  # always ready: it ticks whenever another greenlet lets the others run
+    while True:
+        ticks[0] += 1
+        gevent.sleep(0)
+
+def turns_taken(wait_between, answer=lambda: None):
+    taken = []
+    for _ in range(10):
+        wait_between()
+        before = ticks[0]
+        take_turn()
+        taken.append(ticks[0] != before)
+        answer()
+    return taken
+
+left, right = socket.socketpair()
+def client():  # like wrk: the next request once the last answer has come
+    right.sendall(b"r")
+    for _ in range(9):
+        right.recv(1)
+        right.sendall(b"r")
+
+running = gevent.spawn(ticker)
+gevent.sleep(0)
+report = {"hog": gevent.spawn(turns_taken, lambda: None).get(timeout=5)}
+feeder = gevent.spawn(client)
+report["waited"] = gevent.spawn(turns_taken, lambda: left.recv(1), lambda: left.sendall(b"a")).get(timeout=5)
+feeder.join(timeout=5)
+running.kill()
+print(json.dumps(report))
+"""
+
+
+def test_a_request_lets_the_others_run_unless_its_connection_waited_since_the_last():
+    done = run_python(TURN_SCRIPT)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    # Requests that never wait (a client and an upstream with the next bytes always ready): from the second
+    # on, each lets the always-ready greenlet run (the first of a connection has waited to be let in).
+    assert report["hog"] == [False] + [True] * 9, report
+    # Requests that each wait for the client's next one: the loop has polled, the others have run; no turn.
+    assert report["waited"] == [False] * 10, report
