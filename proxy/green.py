@@ -33,7 +33,7 @@ def take_turn() -> None:
     But a connection has nearly always waited since its last request (for the client's next one, for the
     upstream's answer), and the loop has polled its sockets meanwhile, so every other ready connection has
     run: the extra switch is then skipped (under wrk, for 97% of requests; it took 4% of a request's CPU in
-    py-spy at 64 connections). The loop counts its polls (`iteration`: libev's; gevent's other loops give -1,
+    py-spy at 64 connections). The loop counts its polls (`iteration`, libev's; gevent's libuv loop gives -1,
     and then every request takes the turn).
     """
     if not greenlets_rule_sockets():
