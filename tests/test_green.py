@@ -67,8 +67,9 @@ print(json.dumps(report))
 """
 
 
-def run_script() -> dict:
-    done = run_python(SCRIPT)
+def run_script(script: str = SCRIPT) -> dict:
+    """`script` under real gevent in a child process; the JSON report it prints last."""
+    done = run_python(script)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -127,9 +128,7 @@ print(json.dumps(report))
 
 
 def test_a_request_lets_the_others_run_unless_its_connection_waited_since_the_last():
-    done = run_python(TURN_SCRIPT)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.splitlines()[-1])
+    report = run_script(TURN_SCRIPT)
     # Requests that never wait (a client and an upstream with the next bytes always ready): from the second
     # on, each lets the always-ready greenlet run (the first of a connection has waited to be let in).
     assert report["hog"] == [False] + [True] * 9, report
