@@ -182,11 +182,13 @@ class WrkResult:
     cpu_us: float | None = None  # the side's worker's CPU time per request, when its pid is known
 
 
-def wrk(url: str, connections: int, seconds: float) -> WrkResult:
-    """POST small chat completions with `connections` keep-alive connections for `seconds`."""
+def wrk(url: str, connections: int, seconds: float, sdk_headers: bool = False) -> WrkResult:
+    """POST small chat completions with `connections` keep-alive connections for `seconds`; with `sdk_headers`,
+    each carries the headers of the official openai-python SDK (bench/wrk_chat.lua)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
                "-s", str(WRK_SCRIPT), url]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    env = os.environ | {"WRK_SDK_HEADERS": "1" if sdk_headers else "0"}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True, env=env).stdout
     line = next(line for line in out.splitlines() if line.startswith("WRK_RESULT "))
     data = json.loads(line.removeprefix("WRK_RESULT "))
     errors = sum(data[key] for key in ("connect", "read", "write", "status", "timeout"))
@@ -260,21 +262,21 @@ def worker_cpu(pids: dict[str, int], side: str) -> float:
     return cpu_seconds(pids[side]) if side in pids else 0.0
 
 
-def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...],
-               pids: dict[str, int] | None = None) -> WrkRounds:
-    """`plan.wrk_rounds` rounds; in each, every side in turn runs wrk at each connection count back to back
-    (the counts' order alternating from round to round). The CPU time of the workers in `pids` (side: pid)
-    is read around each of their runs."""
+def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...], pids: dict[str, int] | None = None,
+               rounds: int | None = None, sdk_headers: bool = False) -> WrkRounds:
+    """`plan.wrk_rounds` rounds (unless given); in each, every side in turn runs wrk at each connection count
+    back to back (the counts' order alternating from round to round). The CPU time of the workers in `pids`
+    (side: pid) is read around each of their runs."""
     for side, url in urls.items():
         if side != "direct":
-            wrk(url, max(counts), 1)  # warm the proxy's upstream pool
+            wrk(url, max(counts), 1, sdk_headers)  # warm the proxy's upstream pool
     runs: dict[tuple[str, int], list[WrkResult]] = {(side, c): [] for side in urls for c in counts}
     pids = pids or {}
-    for index in range(plan.wrk_rounds):
+    for index in range(plan.wrk_rounds if rounds is None else rounds):
         for side, url in urls.items():
             for connections in counts if index % 2 == 0 else counts[::-1]:
                 before = worker_cpu(pids, side)
-                result = wrk(url, connections, plan.wrk_seconds)
+                result = wrk(url, connections, plan.wrk_seconds, sdk_headers)
                 if side in pids:
                     result.cpu_us = (worker_cpu(pids, side) - before) / max(1, result.requests) * 1e6
                 runs[side, connections].append(result)
@@ -311,6 +313,19 @@ def non_stream_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str],
                     {"direct": with_errors(fmt(alone.rps), alone.errors)},
                     {"direct": f"{found.rps(16)['relay'] / alone.rps:.1%}"}, target="(reference, no target)"))
     return rows
+
+
+def real_head_rows(plan: Plan, canned: str, proxies: dict[str, str], pids: dict[str, int]) -> list[Row]:
+    """The non-stream load with the heads of real traffic: each request with the openai-python SDK's 17 headers
+    (where the rows above send 4), each answer with the OpenAI API's 23 (the canned upstream's `/api-headers/`
+    answer, where the rows above get 3). Half the rounds of the rows above, 16 connections."""
+    path = "/api-headers" + CHAT
+    urls = {"direct": canned + path} | {side: url + "/canned" + path for side, url in proxies.items()}
+    found = wrk_rounds(plan, urls, (16,), pids, rounds=max(1, plan.wrk_rounds // 2), sdk_headers=True)
+    return [
+        compare("non-stream req/s, 16 connections, SDK and API headers", found.rps(16), "/s", errors=found.errors(16)),
+        compare("  relay worker CPU per request, µs, SDK and API headers", found.cpu_us(16), "µs"),
+    ]
 
 
 def stream_figures(results: dict[str, list[clients.StreamResult]]) -> tuple[dict[str, int], dict[str, list[float]],
@@ -612,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         pids = {side: memory.pid for side, memory in memories.items()}
         sections = [
             ("non-stream", lambda: non_stream_rows(plan, canned, fake, proxies, pids)),
+            ("non-stream with real heads", lambda: real_head_rows(plan, canned, proxies, pids)),
             ("streams", lambda: stream_rows(plan, fake, proxies, pids)),
             ("transfers", lambda: transfer_rows(plan, canned, fake, proxies, memories)),
             ("concurrent streams", lambda: hold_rows(plan, relays, memories)),

@@ -8,7 +8,9 @@ skipped as it arrives) and writes a prepared answer, so the direct column
 measures the connection, not the upstream. It is also the benchmark's upload
 sink. Keep-alive and pipelining are supported.
 
-Run it as `python -m bench.canned_upstream --port N` (it prints the port it bound).
+Run it as `python -m bench.canned_upstream --port N` (it prints the port it bound). A request whose target
+starts with `/api-headers/` is answered with the 23 header lines the OpenAI API sends with a chat completion
+(`API_HEADERS`), as a real upstream does, where the plain answer has three.
 """
 
 from __future__ import annotations
@@ -29,13 +31,33 @@ ANSWER = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-request-id: req_canned\r\n"
     b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
 )
+# The head of an answer of api.openai.com to a chat completion (as `curl -D -` shows it; the values are
+# made up, the names and shapes are the API's), with the rate-limit headers it sends for most models.
+API_HEADERS = (
+    b"date: Tue, 01 Dec 2026 10:00:00 GMT\r\ncontent-type: application/json\r\n"
+    b"access-control-expose-headers: X-Request-ID\r\nopenai-organization: user-abcdefghijklmnopqrstuvwx\r\n"
+    b"openai-processing-ms: 412\r\nopenai-project: proj_abcdefghijklmnopqrstuvwx\r\nopenai-version: 2020-10-01\r\n"
+    b"x-ratelimit-limit-requests: 10000\r\nx-ratelimit-limit-tokens: 30000000\r\n"
+    b"x-ratelimit-remaining-requests: 9999\r\nx-ratelimit-remaining-tokens: 29999994\r\n"
+    b"x-ratelimit-reset-requests: 6ms\r\nx-ratelimit-reset-tokens: 0s\r\n"
+    b"x-request-id: req_0123456789abcdef0123456789abcdef\r\n"
+    b"strict-transport-security: max-age=31536000; includeSubDomains; preload\r\ncf-cache-status: DYNAMIC\r\n"
+    b"set-cookie: __cf_bm=AbCdEfGhIjKlMnOpQrStUvWxYz0123456789.AbCdEfGhIjKlMnOp-1764583200-1.0.1.1-AbCdEfGhIjKlMn"
+    b"OpQrStUvWxYz0123456789; path=/; expires=Tue, 01-Dec-26 10:30:00 GMT; domain=.api.openai.com; HttpOnly; "
+    b"Secure; SameSite=None\r\nx-content-type-options: nosniff\r\n"
+    b"set-cookie: _cfuvid=AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-1764583200000-0.0.1.1-604800000; path=/; "
+    b"domain=.api.openai.com; HttpOnly; Secure; SameSite=None\r\n"
+    b"server: cloudflare\r\ncf-ray: 8e0123456789abcd-SJC\r\nalt-svc: h3=\":443\"; ma=86400\r\n"
+)
+API_ANSWER = b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n%s" % (API_HEADERS, len(BODY), BODY)
 MAX_HEAD = 64 * 1024
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.IGNORECASE)
+API_TARGET = re.compile(rb"[A-Z]+ /api-headers/")
 
 
 class CannedProtocol(asyncio.Protocol):
-    """One connection: skip each request's body as it arrives, then answer with `ANSWER`.
+    """One connection: skip each request's body as it arrives, then answer with `ANSWER` (or `API_ANSWER`).
 
     Bodies are counted, never stored, so a 200 MiB upload costs no memory here.
     """
@@ -45,20 +67,22 @@ class CannedProtocol(asyncio.Protocol):
         self.buffer = bytearray()  # an unfinished request head or chunk-size line
         self.state = "head"  # "head", "chunk-size", "chunk-data" or "length" (answer when it is skipped)
         self.left = 0  # bytes to skip in the "length" and "chunk-data" states
+        self.answer = ANSWER  # the answer to the request being read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         rest = memoryview(data)
-        answers = 0
+        answers: list[bytes] = []
         while rest:
             if self.state in ("length", "chunk-data"):
                 take = min(self.left, len(rest))
                 self.left -= take
                 rest = rest[take:]
                 if not self.left:
-                    answers += self.state == "length"
+                    if self.state == "length":
+                        answers.append(self.answer)
                     self.state = "head" if self.state == "length" else "chunk-size"
                 continue
             self.buffer += rest
@@ -72,12 +96,14 @@ class CannedProtocol(asyncio.Protocol):
             rest = memoryview(bytes(self.buffer[end + len(separator) :]))
             self.buffer.clear()
             if self.state == "head":
-                answers += self._start_body(line)
+                self.answer = API_ANSWER if API_TARGET.match(line) else ANSWER
+                if self._start_body(line):
+                    answers.append(self.answer)
             else:
                 size = int(line.split(b";")[0], 16)
                 self.state, self.left = ("chunk-data", size + 2) if size else ("length", 2)  # 2: CRLF (no trailers)
         if answers:
-            self.transport.write(ANSWER * answers)
+            self.transport.write(b"".join(answers))
 
     def _start_body(self, head: bytes) -> int:
         """Set the state for the body that follows `head`; returns 1 when there is none (answer now)."""

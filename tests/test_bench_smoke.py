@@ -33,6 +33,8 @@ ROWS_WITH_NUMBERS = {
     "non-stream req/s, 64 connections, relay vs baseline": (*RELAYS, "relay vs baseline"),
     "non-stream req/s, 64 connections vs 16": SIDES,
     "tests/fake_upstream alone, req/s, 16 conn.": ("direct", "relay vs direct"),
+    "non-stream req/s, 16 connections, SDK and API headers": ALL,
+    "relay worker CPU per request, µs, SDK and API headers": (*RELAYS, "relay vs baseline"),
     "stream TTFB (first chunk) p50 ms, 100 streams": ALL,
     "per-chunk delay p50 ms, 100 streams": ALL,
     "per-chunk delay p99 ms, 100 streams": ALL,
