@@ -1,5 +1,6 @@
 """The relay's upstream connections (proxy/connection.py): the answer's head parsed as http.client parses it,
-and a request's head sent with its body.
+a request's header lines built and checked as urllib3 builds and checks them, and a request's head sent with
+its body.
 
 The parser is compared with http.client's own (the email package's feed parser) on typical heads and on
 thousands of random ones built from the pieces that make parsers disagree: line ends of every kind,
@@ -17,8 +18,11 @@ import socket
 import threading
 
 import requests
+import urllib3.connection
+from urllib3.util import SKIP_HEADER
 
-from proxy.connection import parse_header_lines
+import proxy.connection
+from proxy.connection import RelayHTTPConnection, parse_header_lines
 from tests.relay_server import run_python
 
 IGNORED_BY_URLLIB3 = (email.errors.StartBoundaryNotFoundDefect, email.errors.MultipartInvariantViolationDefect)
@@ -64,6 +68,62 @@ def test_random_heads_parse_as_http_client_parses_them():
         block = b"".join(chance.choice(PIECES) for _ in range(chance.randint(1, 30)))
         lines = head_lines(block)
         assert described(parse_header_lines(lines)) == described(http.client._parse_header_lines(lines)), block
+
+
+PLAIN_NAMES = ["Content-Type", "x-ratelimit-reset-tokens", "From", "From x", "Bad Name", "X\x7f", "X\xe9", "", "~!#"]
+PLAIN_VALUES = ["application/json", "", "  padded  ", "\ttabbed", "a: b: c", "caf\xe9", "a\rb", "h3=\":443\"; ma=86400"]
+PLAIN_ENDS = ["\r\n", "\r\n", "\r\n", "\n", "\r"]
+
+
+def test_heads_of_plain_lines_parse_as_http_client_parses_them():
+    """Mostly "Name: value" lines, the kind parsed with two regular expressions, with the odd line that is not."""
+    chance = random.Random(14)
+    plain = 0
+    for _ in range(3000):
+        block = "".join(f"{chance.choice(PLAIN_NAMES)}:{chance.choice(PLAIN_VALUES)}{chance.choice(PLAIN_ENDS)}"
+                        if chance.random() < 0.97 else chance.choice(["X-A: 1\r\n", " folded\r\n", "no colon\r\n"])
+                        for _ in range(chance.randint(0, 25)))
+        lines = head_lines(block.encode("latin-1"))
+        plain += proxy.connection._PLAIN_HEAD.fullmatch(b"".join(lines).decode("latin-1")) is not None
+        assert described(parse_header_lines(lines)) == described(http.client._parse_header_lines(lines)), block
+    assert 100 < plain < 2900  # both ways through the parser were taken
+
+
+NAMES = ["X-Stainless-Lang", "Authorization", "user-agent", "Accept-Encoding", "Host", "X-Custom", "", " X-Lead",
+         "X:Colon", "X\r\nInjected", "X\nY", "Caf\xe9", "X\tTab", "日本", "X-Trail ", b"X-Bytes"]
+VALUES = ["Bearer sk-abc", "", "  padded  ", "a\r\nX-Injected: 1", "a\nb", "a\rb", "a\r\n folded", "a\r\n\tfolded",
+          "caf\xe9", "日本", "a\x00b", "a\x7fb", SKIP_HEADER, 17, b"bytes", b"a\r\nb"]
+
+
+def header_lines_sent(connection_class: type, name, *values) -> object:
+    """The header line a connection of `connection_class` buffers for `name: values`, or the error it raises."""
+    connection = connection_class("127.0.0.1", 1)
+    connection.putrequest("POST", "/v1/chat/completions", skip_host=True, skip_accept_encoding=True)
+    try:
+        connection.putheader(name, *values)
+    except Exception as exc:  # noqa: BLE001 (the error itself is what is compared)
+        return type(exc), str(exc)
+    return connection._buffer[1:]
+
+
+def test_header_lines_are_built_and_refused_as_urllib3_builds_and_refuses_them():
+    stock = urllib3.connection.HTTPConnection
+    cases = [(name, value) for name in NAMES for value in VALUES] + [(name, "a", "b") for name in NAMES[:3]]
+    for case in cases:
+        assert header_lines_sent(RelayHTTPConnection, *case) == header_lines_sent(stock, *case), case
+    refused = sum(isinstance(header_lines_sent(stock, *case), tuple) for case in cases)
+    assert 0 < refused < len(cases)  # both kinds are among the cases
+    assert header_lines_sent(RelayHTTPConnection, "X-A", "1") == [b"X-A: 1"]
+
+
+def test_a_header_line_out_of_a_request_head_is_refused_as_http_client_refuses_it():
+    for connection_class in (RelayHTTPConnection, urllib3.connection.HTTPConnection):
+        connection = connection_class("127.0.0.1", 1)
+        try:
+            connection.putheader("X-A", "1")
+        except http.client.CannotSendHeader:
+            continue
+        raise AssertionError(f"{connection_class.__name__} sent a header line before the request line")
 
 
 def test_the_client_sees_the_upstream_head_as_urllib3_reads_it(start_relay):
