@@ -78,8 +78,8 @@ class Answer:
         self.version: int = fp.version
         self.version_string = version_string
         self.headers = AnswerHeaders([
-            (name, _FOLD.sub(" ", value) if "\r\n" in value else value) for name, value in fp.msg.items()
-        ])
+            (name, _FOLD.sub(" ", value) if "\r\n" in value else value) for name, value in fp.msg.raw_items()
+        ])  # raw: the compat32 policy's `items` changes only values with surrogates, which Latin-1 never makes
         self.length_remaining = _declared_length(self.headers, self.status, method, fp.chunked)
         self.retries: Any = None
         self._connection: Any = None

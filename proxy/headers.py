@@ -61,35 +61,36 @@ def _named_by_connection(headers: Iterable[tuple[str, str]]) -> set[str]:
     return named
 
 
-def _header_of(key: str) -> tuple[str, bool]:
-    """A WSGI environ key's header name (`HTTP_OPENAI_ORGANIZATION`: `Openai-Organization`) and whether it may
-    go upstream whatever else the request says."""
+def _header_of(key: str) -> tuple[str, str, bool]:
+    """A WSGI environ key's header name (`HTTP_OPENAI_ORGANIZATION`: `Openai-Organization`), the name in
+    lower case, and whether it may go upstream whatever else the request says."""
     name = key[5:].replace("_", "-").title()
     lower = name.lower()
     dropped = lower in ALWAYS_DROPPED or lower.startswith("proxy-") or lower.startswith(CLIENT_IDENTIFYING_PREFIXES)
-    return name, not dropped
+    return name, lower, not dropped
 
 
 _cached_header_of = functools.lru_cache(maxsize=1024)(_header_of)  # the same few names come with every request
 
 
-def _from_environ(key: str) -> tuple[str, bool]:
+def _from_environ(key: str) -> tuple[str, str, bool]:
     # Names are the client's: only short ones are cached, so that the cache holds at most about 64 KiB.
     return _cached_header_of(key) if len(key) <= 64 else _header_of(key)
 
 
 def request_headers(environ: dict, upstream_host: str, keep_cookies: bool = False) -> dict[str, str]:
     """The headers to send upstream, from a WSGI environ."""
-    pairs = [(*_from_environ(key), value) for key, value in environ.items() if key.startswith("HTTP_")]
-    if environ.get("CONTENT_TYPE"):
-        pairs.append(("Content-Type", True, environ["CONTENT_TYPE"]))
     named = _connection_tokens(environ.get("HTTP_CONNECTION", ""))  # the server joins repeated ones
     if not keep_cookies:
         named.add("cookie")
     out = {"Host": upstream_host}
-    for name, allowed, value in pairs:
-        if allowed and name.lower() not in named:
-            out[name] = value
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name, lower, allowed = _from_environ(key)
+            if allowed and lower not in named:
+                out[name] = value
+    if environ.get("CONTENT_TYPE") and "content-type" not in named:
+        out["Content-Type"] = environ["CONTENT_TYPE"]
     return out
 
 
