@@ -71,7 +71,8 @@ def test_random_heads_parse_as_http_client_parses_them():
 
 
 PLAIN_NAMES = ["Content-Type", "x-ratelimit-reset-tokens", "From", "From x", "Bad Name", "X\x7f", "X\xe9", "", "~!#"]
-PLAIN_VALUES = ["application/json", "", "  padded  ", "\ttabbed", "a: b: c", "caf\xe9", "a\rb", "h3=\":443\"; ma=86400"]
+PLAIN_VALUES = ["application/json", "", "  padded  ", "\ttabbed", "a: b: c", "caf\xe9", "a\rb", "h3=\":443\"; ma=86400",
+                "\x0b\x0c\x1c\x85\xa0\x00\x7f"]  # line breaks to str.splitlines, not to the feed parser
 PLAIN_ENDS = ["\r\n", "\r\n", "\r\n", "\n", "\r"]
 
 
