@@ -5,20 +5,17 @@ wrk.method = "POST"
 wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench-not-a-real-key"
+local SDK_HEADERS = {
+  {"Accept-Encoding", "gzip, deflate"}, {"Connection", "keep-alive"}, {"accept", "application/json"},
+  {"user-agent", "OpenAI/Python 3.54.0"}, {"x-stainless-lang", "python"}, {"x-stainless-package-version", "3.54.0"},
+  {"x-stainless-os", "Linux"}, {"x-stainless-arch", "x64"}, {"x-stainless-runtime", "CPython"},
+  {"x-stainless-runtime-version", "3.12.1"}, {"x-stainless-async", "false"}, {"x-stainless-retry-count", "0"},
+  {"x-stainless-read-timeout", "600"},
+}
 if os.getenv("WRK_SDK_HEADERS") == "1" then
-  wrk.headers["Accept-Encoding"] = "gzip, deflate"
-  wrk.headers["Connection"] = "keep-alive"
-  wrk.headers["accept"] = "application/json"
-  wrk.headers["user-agent"] = "OpenAI/Python 3.54.0"
-  wrk.headers["x-stainless-lang"] = "python"
-  wrk.headers["x-stainless-package-version"] = "3.54.0"
-  wrk.headers["x-stainless-os"] = "Linux"
-  wrk.headers["x-stainless-arch"] = "x64"
-  wrk.headers["x-stainless-runtime"] = "CPython"
-  wrk.headers["x-stainless-runtime-version"] = "3.12.1"
-  wrk.headers["x-stainless-async"] = "false"
-  wrk.headers["x-stainless-retry-count"] = "0"
-  wrk.headers["x-stainless-read-timeout"] = "600"
+  for _, header in ipairs(SDK_HEADERS) do
+    wrk.headers[header[1]] = header[2]
+  end
 end
 
 function done(summary, latency, requests)

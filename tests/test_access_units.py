@@ -134,8 +134,8 @@ def test_redis_counter_is_atomic_per_window_on_the_servers_clock(redis_server):
     seconds, micros = client.time()
     # Start just after a second begins on the server, and not in an hour's last seconds: the test's two
     # seconds must fall in the same hour's window.
-    late = max(0, seconds % 3600 - 3590)
-    time.sleep((10 - late if late else 0) + 1 - micros / 1e6 + 0.02)
+    to_next_hour = 3600 - seconds % 3600 if seconds % 3600 > 3590 else 0
+    time.sleep(to_next_hour + 1 - micros / 1e6 + 0.02)
     counter, limits = RedisCounter(redis_server.url, prefix="unit"), parse_limits("2/second,3/hour")
     assert counter.hit("caller", limits).allowed and counter.hit("caller", limits).allowed
     refused = counter.hit("caller", limits)
