@@ -17,11 +17,13 @@ import random
 import socket
 import threading
 
+import openai
 import requests
 import urllib3.connection
 from urllib3.util import SKIP_HEADER
 
 import proxy.connection
+from bench.canned_upstream import API_ANSWER
 from proxy.connection import RelayHTTPConnection, parse_header_lines
 from tests.relay_server import run_python
 
@@ -127,22 +129,28 @@ def test_a_header_line_out_of_a_request_head_is_refused_as_http_client_refuses_i
         raise AssertionError(f"{connection_class.__name__} sent a header line before the request line")
 
 
-def test_the_client_sees_the_upstream_head_as_urllib3_reads_it(start_relay):
-    """Through the relay: repeated headers kept in order, a folded one joined by a space (urllib3's rule)."""
-    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
-            b"X-Folded: first\r\n second\r\nContent-Length: 2\r\n\r\n{}")
+def answering_once(answer: bytes) -> tuple[socket.socket, list[bytes], threading.Thread]:
+    """A raw upstream on a loopback port: it reads one request's head and body (one read) and sends `answer`."""
     upstream = socket.create_server(("127.0.0.1", 0))
     received: list[bytes] = []
 
-    def answer() -> None:
+    def serve() -> None:
         conn, _ = upstream.accept()
         with conn:
             conn.settimeout(5)
             received.append(conn.recv(65536))
-            conn.sendall(head)
+            conn.sendall(answer)
 
-    thread = threading.Thread(target=answer, daemon=True)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    return upstream, received, thread
+
+
+def test_the_client_sees_the_upstream_head_as_urllib3_reads_it(start_relay):
+    """Through the relay: repeated headers kept in order, a folded one joined by a space (urllib3's rule)."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            b"X-Folded: first\r\n second\r\nContent-Length: 2\r\n\r\n{}")
+    upstream, received, thread = answering_once(head)
     try:
         relay = start_relay(UPSTREAM_URL=f"http://127.0.0.1:{upstream.getsockname()[1]}")
         answer_ = requests.post(relay.url + "/v1/chat/completions", data=b'{"model": "m"}', timeout=10,
@@ -156,6 +164,32 @@ def test_the_client_sees_the_upstream_head_as_urllib3_reads_it(start_relay):
     # the request's head and its small body went out in one write, so the upstream's first read had both
     assert received[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert received[0].endswith(b'\r\n\r\n{"model": "m"}')
+
+
+def test_the_sdk_and_the_api_heads_cross_the_relay_whole(start_relay):
+    """The official SDK's request head reaches the upstream with every header it sent; the API's answer head
+    (23 plain lines, the kind parsed with two regular expressions) reaches the SDK with every end-to-end one."""
+    upstream, received, thread = answering_once(API_ANSWER)
+    try:
+        relay = start_relay(UPSTREAM_URL=f"http://127.0.0.1:{upstream.getsockname()[1]}")
+        client = openai.OpenAI(api_key="sk-test", base_url=relay.url + "/v1", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+        thread.join(5)
+    finally:
+        upstream.close()
+    assert raw.parse().choices[0].message.content == "echo: hello"
+    sent_head = received[0].split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
+    sent = {name.lower(): value for name, _, value in (line.partition(": ") for line in sent_head)}
+    assert sent["authorization"] == "Bearer sk-test" and sent["x-stainless-lang"] == "python"
+    assert sent["user-agent"].startswith("OpenAI/Python ") and sent["x-stainless-retry-count"] == "0"
+    assert len(sent) >= 17 and "connection" not in sent  # the hop-by-hop one stays on the client's hop
+    api_head = API_ANSWER.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
+    relayed_by_api = [(name, value) for name, _, value in (line.partition(": ") for line in api_head)
+                      if name.lower() not in ("date", "server", "access-control-expose-headers")]
+    got = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw.http_response.headers.raw
+           if name.lower() not in (b"date", b"server", b"connection")]
+    assert got == relayed_by_api  # in order, names as the API spelled them
 
 
 WAIT_SCRIPT = r"""
