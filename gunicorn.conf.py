@@ -116,9 +116,10 @@ def keep_large_buffers(env) -> bool:
 
 
 def post_worker_init(worker) -> None:
-    """Send each answer's head with its first piece of body (proxy/client_writes.py), keep the allocator steady
-    under large bodies (keep_large_buffers), and keep the cycle collector's cost per request from growing with
-    the requests in flight.
+    """Send each answer's head with its first piece of body (proxy/client_writes.py), take new connections a
+    few at a time with several workers too (proxy/green.py), keep the allocator steady under large bodies
+    (keep_large_buffers), and keep the cycle collector's cost per request from growing with the requests in
+    flight.
 
     A young collection walks every object made since the last one, which in a busy worker are mostly the live
     objects of the requests in flight: with the default threshold it cost 7 µs per request at 16 connections and
@@ -128,8 +129,11 @@ def post_worker_init(worker) -> None:
     objects later (tests/test_worker_gc.py).
     """
     from proxy.client_writes import install
+    from proxy.green import accept_in_turns
 
     install()
+    if type(worker).__module__ == "gunicorn.workers.ggevent":
+        accept_in_turns()
     keep_large_buffers(os.environ)
     gc.collect()
     gc.freeze()

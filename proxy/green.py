@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 PER_TURN = 4  # new requests let in together at least (see NewConnectionsInTurn)
-_started = 0  # requests that went upstream since new ones were last let in (counted by take_turn)
+_started = 0  # requests gone upstream (counted by take_turn) and not yet matched by a new request let in
 
 
 def greenlets_rule_sockets() -> bool:
@@ -63,10 +63,11 @@ class NewConnectionsInTurn:
     (a poll of the loop per request); four cost nothing measurable. Later requests on a kept-alive connection
     go straight in, and `take_turn` keeps those fair.
 
-    A turn lets in as many as the requests that started upstream since the last one, and PER_TURN at least:
-    new connections joining a worker busy with kept-alive ones start as many requests per turn as those do.
+    A turn lets in as many as the requests that went upstream (kept-alive connections' too) and that no new one
+    has matched yet, PER_TURN at least: new connections joining a worker busy with kept-alive ones start about
+    as many requests per turn as those do.
     Four a turn alone made them wait for many turns: with 64 new connections joining at once (wrk's start, one
-    worker), the p99 was 480-620 ms where the median was 85; 160-310 ms since.
+    worker), the p99 was 480-620 ms where the median was 85; 120-250 ms since.
     """
 
     def __init__(self, app: Callable):
@@ -111,13 +112,13 @@ class _Turns:
         waiter.get()  # a greenlet killed meanwhile stays in the queue, and its turn passes at once
 
     def _let_some_in(self) -> None:
-        """As many as the requests that went upstream since the last time (kept-alive connections' too, and
-        those let in then), PER_TURN at least."""
+        """As many as the requests gone upstream (kept-alive connections' too, and those let in before) that no
+        new request has matched yet, PER_TURN at least."""
         global _started
-        let_in, _started = max(PER_TURN, _started), 0
-        for _ in range(let_in):
+        for _ in range(max(PER_TURN, _started)):
             if not self.waiting:
                 return
+            _started = max(0, _started - 1)
             waiter = self.waiting.popleft()
             self._stop_when_empty()
             waiter.switch(None)  # runs until it waits for something, then the next goes in
@@ -126,3 +127,30 @@ class _Turns:
         if not self.waiting:
             self.when_idle.stop()
             self.each_iteration.stop()
+
+
+def accept_in_turns() -> None:
+    """Have each of several gevent workers take up to PER_TURN new connections per turn of its loop, not one.
+
+    With several workers gunicorn sets its listening server's `max_accept` to 1, so that one worker does not
+    take a whole burst while the others are idle. But a worker busy with kept-alive connections turns its loop
+    once per round of their requests (tens of ms), so it then takes one new connection per round, and the others
+    wait in the listen queue: with 64 connections joining 2 busy workers (wrk's start), p99 650-1,000 ms where
+    the median was 40-50, the last accepted after 1.4 s. Four per turn: p99 160-290 ms. A burst of new streams
+    splits between the workers as before (its first chunks came no later). One worker keeps gevent's 100.
+    """
+    from gunicorn.workers import ggevent
+
+    class TakesSomePerTurn(ggevent.StreamServer):
+        _max_accept = ggevent.StreamServer.max_accept  # gevent's default, which gunicorn keeps for one worker
+
+        @property
+        def max_accept(self) -> int:
+            return self._max_accept
+
+        @max_accept.setter
+        def max_accept(self, value: int) -> None:  # gunicorn's 1, with several workers
+            self._max_accept = max(value, PER_TURN)
+
+    ggevent.StreamServer = TakesSomePerTurn
+
