@@ -117,20 +117,23 @@ def one_answer(sock: socket.socket) -> bytes:
     raise AssertionError(f"no whole answer: {answer[:300]!r}")
 
 
-def test_new_connections_are_let_in_as_fast_as_kept_alive_ones_go_on(start_relay):
-    """A worker busy with kept-alive connections lets new ones in as fast as those start requests (proxy/green.py):
-    16 kept-alive connections with 12 requests each ready (pipelined), 48 new connections with one each, all
-    reaching the worker at once. Every new one is answered before the kept-alive ones have two thirds of their
-    answers; letting four in per turn of the loop, as before, answered the last new ones among the last."""
-    relay = start_relay()
-    ready, joining = 12, 48
-    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-    request = json_post(CHAT, chat, {"Authorization": "Bearer sk-test"})
-    kept = [socket.create_connection(("127.0.0.1", relay.port), timeout=10) for _ in range(16)]
-    for sock in kept:  # let in, and kept alive
+KEPT = 16  # kept-alive connections of the busy worker in the tests below
+
+
+def kept_alive(relay, request: bytes) -> list[socket.socket]:
+    """KEPT connections, each let in by the relay's running worker(s) with one request answered, kept alive."""
+    kept = [socket.create_connection(("127.0.0.1", relay.port), timeout=10) for _ in range(KEPT)]
+    for sock in kept:
         sock.sendall(request)
         assert split_answer(one_answer(sock))[0] == 200
-    (worker,) = relay.worker_pids()
+    return kept
+
+
+def kept_answers_before_each_new(relay, worker: int, kept: list[socket.socket], ready: int, joining: int,
+                                 request: bytes) -> list[int]:
+    """With `worker` stopped, `ready` requests are pipelined on each kept-alive connection and `joining` new
+    connections send one each; then it is continued, so that all of it reaches it at once. For each new
+    connection, in order, how many kept-alive answers had come before its own (every answer is waited for)."""
     os.kill(worker, signal.SIGSTOP)
     try:
         for sock in kept:
@@ -147,7 +150,7 @@ def test_new_connections_are_let_in_as_fast_as_kept_alive_ones_go_on(start_relay
             selector.register(sock, selectors.EVENT_READ)
         received = {sock: b"" for sock in kept + new}
         deadline = time.monotonic() + 30
-        while (len(kept_ahead) < len(new) or sum(answered[s] for s in kept) < ready * 16) and \
+        while (len(kept_ahead) < len(new) or sum(answered[s] for s in kept) < ready * len(kept)) and \
                 time.monotonic() < deadline:
             for key, _ in selector.select(timeout=0.5):
                 sock = key.fileobj
@@ -158,4 +161,39 @@ def test_new_connections_are_let_in_as_fast_as_kept_alive_ones_go_on(start_relay
     for sock in kept + new:
         sock.close()
     assert len(kept_ahead) == joining and all(answered[s] == ready for s in kept), answered
-    assert max(kept_ahead.values()) < ready * 16 * 2 / 3, sorted(kept_ahead.values())
+    return sorted(kept_ahead.values())
+
+
+CHAT_REQUEST = json_post(CHAT, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                         {"Authorization": "Bearer sk-test"})
+
+
+def test_new_connections_are_let_in_as_fast_as_kept_alive_ones_go_on(start_relay):
+    """A worker busy with kept-alive connections lets new ones in as fast as those start requests (proxy/green.py):
+    16 kept-alive connections with 12 requests each ready (pipelined), 48 new connections with one each, all
+    reaching the worker at once. Every new one is answered before the kept-alive ones have two thirds of their
+    answers; letting four in per turn of the loop, as before, answered the last new ones among the last."""
+    relay = start_relay()
+    ready = 12
+    kept = kept_alive(relay, CHAT_REQUEST)
+    (worker,) = relay.worker_pids()
+    kept_ahead = kept_answers_before_each_new(relay, worker, kept, ready, 48, CHAT_REQUEST)
+    assert kept_ahead[-1] < ready * KEPT * 2 / 3, kept_ahead
+
+
+def test_each_of_several_workers_accepts_a_few_new_connections_per_turn(start_relay):
+    """With several workers gunicorn has each accept one new connection per turn of its loop; the relay's take
+    four (proxy/green.py: accept_in_turns). One of 2 workers is stopped, so the other takes every connection:
+    busy with 16 kept-alive connections that have 48 requests each ready, it is joined by 48 new ones at once.
+    Every new one is answered before the kept-alive ones have two thirds of their answers; one per turn
+    accepted the last after nearly all of them."""
+    relay = start_relay(WEB_CONCURRENCY="2")
+    busy, other = relay.worker_pids()
+    ready = 48
+    os.kill(other, signal.SIGSTOP)  # it accepts nothing meanwhile
+    try:
+        kept = kept_alive(relay, CHAT_REQUEST)
+        kept_ahead = kept_answers_before_each_new(relay, busy, kept, ready, 48, CHAT_REQUEST)
+    finally:
+        os.kill(other, signal.SIGCONT)
+    assert kept_ahead[-1] < ready * KEPT * 2 / 3, kept_ahead
