@@ -117,30 +117,31 @@ def one_answer(sock: socket.socket) -> bytes:
     raise AssertionError(f"no whole answer: {answer[:300]!r}")
 
 
-KEPT = 16  # kept-alive connections of the busy worker in the tests below
+KEPT, JOINING = 16, 48  # kept-alive connections of the busy worker in the tests below, and new ones joining it
+CHAT_REQUEST = json_post(CHAT, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                         {"Authorization": "Bearer sk-test"})
 
 
-def kept_alive(relay, request: bytes) -> list[socket.socket]:
+def kept_alive(relay) -> list[socket.socket]:
     """KEPT connections, each let in by the relay's running worker(s) with one request answered, kept alive."""
     kept = [socket.create_connection(("127.0.0.1", relay.port), timeout=10) for _ in range(KEPT)]
     for sock in kept:
-        sock.sendall(request)
+        sock.sendall(CHAT_REQUEST)
         assert split_answer(one_answer(sock))[0] == 200
     return kept
 
 
-def kept_answers_before_each_new(relay, worker: int, kept: list[socket.socket], ready: int, joining: int,
-                                 request: bytes) -> list[int]:
-    """With `worker` stopped, `ready` requests are pipelined on each kept-alive connection and `joining` new
+def kept_answers_before_each_new(relay, worker: int, kept: list[socket.socket], ready: int) -> list[int]:
+    """With `worker` stopped, `ready` requests are pipelined on each kept-alive connection and JOINING new
     connections send one each; then it is continued, so that all of it reaches it at once. For each new
     connection, in order, how many kept-alive answers had come before its own (every answer is waited for)."""
     os.kill(worker, signal.SIGSTOP)
     try:
         for sock in kept:
-            sock.sendall(request * ready)  # each connection has its next request ready at every turn
-        new = [socket.create_connection(("127.0.0.1", relay.port), timeout=10) for _ in range(joining)]
+            sock.sendall(CHAT_REQUEST * ready)  # each connection has its next request ready at every turn
+        new = [socket.create_connection(("127.0.0.1", relay.port), timeout=10) for _ in range(JOINING)]
         for sock in new:
-            sock.sendall(request)
+            sock.sendall(CHAT_REQUEST)
     finally:
         os.kill(worker, signal.SIGCONT)
     answered = {sock: 0 for sock in kept + new}
@@ -160,12 +161,8 @@ def kept_answers_before_each_new(relay, worker: int, kept: list[socket.socket], 
                     kept_ahead[sock] = sum(answered[s] for s in kept)
     for sock in kept + new:
         sock.close()
-    assert len(kept_ahead) == joining and all(answered[s] == ready for s in kept), answered
+    assert len(kept_ahead) == JOINING and all(answered[s] == ready for s in kept), answered
     return sorted(kept_ahead.values())
-
-
-CHAT_REQUEST = json_post(CHAT, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
-                         {"Authorization": "Bearer sk-test"})
 
 
 def test_new_connections_are_let_in_as_fast_as_kept_alive_ones_go_on(start_relay):
@@ -175,9 +172,9 @@ def test_new_connections_are_let_in_as_fast_as_kept_alive_ones_go_on(start_relay
     answers; letting four in per turn of the loop, as before, answered the last new ones among the last."""
     relay = start_relay()
     ready = 12
-    kept = kept_alive(relay, CHAT_REQUEST)
+    kept = kept_alive(relay)
     (worker,) = relay.worker_pids()
-    kept_ahead = kept_answers_before_each_new(relay, worker, kept, ready, 48, CHAT_REQUEST)
+    kept_ahead = kept_answers_before_each_new(relay, worker, kept, ready)
     assert kept_ahead[-1] < ready * KEPT * 2 / 3, kept_ahead
 
 
@@ -192,8 +189,8 @@ def test_each_of_several_workers_accepts_a_few_new_connections_per_turn(start_re
     ready = 48
     os.kill(other, signal.SIGSTOP)  # it accepts nothing meanwhile
     try:
-        kept = kept_alive(relay, CHAT_REQUEST)
-        kept_ahead = kept_answers_before_each_new(relay, busy, kept, ready, 48, CHAT_REQUEST)
+        kept = kept_alive(relay)
+        kept_ahead = kept_answers_before_each_new(relay, busy, kept, ready)
     finally:
         os.kill(other, signal.SIGCONT)
     assert kept_ahead[-1] < ready * KEPT * 2 / 3, kept_ahead
