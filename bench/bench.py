@@ -47,6 +47,7 @@ from tests.relay_server import RelayServer, clean_environ, cpu_seconds  # noqa: 
 WRK_SCRIPT = ROOT / "bench" / "wrk_chat.lua"
 MiB = 1024 * 1024
 CHAT = "/v1/chat/completions"
+Pids = dict[str, list[int]]  # side: the pids of its relay workers whose CPU time is read
 
 
 @dataclass(frozen=True)
@@ -257,16 +258,16 @@ class WrkRounds:
                 for side, runs in self.at(more).items()}
 
 
-def worker_cpu(pids: dict[str, int], side: str) -> float:
-    """The CPU seconds so far of `side`'s watched worker (0 for a side without one)."""
-    return cpu_seconds(pids[side]) if side in pids else 0.0
+def worker_cpu(pids: Pids, side: str) -> float:
+    """The CPU seconds so far of `side`'s watched workers, together (0 for a side without any)."""
+    return sum(cpu_seconds(pid) for pid in pids.get(side, ()))
 
 
-def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...], pids: dict[str, int] | None = None,
+def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...], pids: Pids | None = None,
                rounds: int | None = None, sdk_headers: bool = False) -> WrkRounds:
     """`plan.wrk_rounds` rounds (unless given); in each, every side in turn runs wrk at each connection count
     back to back (the counts' order alternating from round to round). The CPU time of the workers in `pids`
-    (side: pid) is read around each of their runs."""
+    (side: its pids) is read around each of their runs."""
     for side, url in urls.items():
         if side != "direct":
             wrk(url, max(counts), 1, sdk_headers)  # warm the proxy's upstream pool
@@ -283,7 +284,7 @@ def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...], pids: 
     return WrkRounds(runs)
 
 
-def non_stream_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str], pids: dict[str, int]) -> list[Row]:
+def non_stream_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str], pids: Pids) -> list[Row]:
     """Small chat completions from wrk, keep-alive: the canned upstream directly and through each proxy; the
     relay workers' (`pids`) CPU time per request."""
     urls = {"direct": canned + CHAT} | {side: url + "/canned" + CHAT for side, url in proxies.items()}
@@ -315,7 +316,7 @@ def non_stream_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str],
     return rows
 
 
-def real_head_rows(plan: Plan, canned: str, proxies: dict[str, str], pids: dict[str, int]) -> list[Row]:
+def real_head_rows(plan: Plan, canned: str, proxies: dict[str, str], pids: Pids) -> list[Row]:
     """The non-stream load with the heads of real traffic: each request with the openai-python SDK's 17 headers
     (where the rows above send 4), each answer with the OpenAI API's 23 (the canned upstream's `/api-headers/`
     answer, where the rows above get 3). Half the rounds of the rows above, 16 connections."""
@@ -338,7 +339,7 @@ def stream_figures(results: dict[str, list[clients.StreamResult]]) -> tuple[dict
     return errors, firsts, chunks
 
 
-def stream_rows(plan: Plan, fake: str, proxies: dict[str, str], pids: dict[str, int]) -> list[Row]:
+def stream_rows(plan: Plan, fake: str, proxies: dict[str, str], pids: Pids) -> list[Row]:
     """100 streams open at all times; the first chunk's wait, then the delay of every later chunk, and the
     relay worker's (`pids`) CPU time per stream.
 
@@ -362,10 +363,10 @@ def stream_rows(plan: Plan, fake: str, proxies: dict[str, str], pids: dict[str, 
 
 
 def stream_rounds(plan: Plan, fake: str, proxies: dict[str, str], streams, rounds: int | None = None,
-                  pids: dict[str, int] | None = None):
+                  pids: Pids | None = None):
     """Each side's streams (`streams(port)`, a coroutine) in alternating rounds (`plan.stream_rounds` unless
     given), after warming the pools; the figures of `stream_figures`, and the CPU seconds that each worker
-    in `pids` (side: pid) spent in its side's rounds."""
+    in `pids` (side: its pids) spent in its side's rounds."""
     ports = {"direct": port_of(fake)} | {side: port_of(url) for side, url in proxies.items()}
     results: dict[str, list[clients.StreamResult]] = {side: [] for side in ports}
     pids = pids or {}
@@ -382,15 +383,17 @@ def stream_rounds(plan: Plan, fake: str, proxies: dict[str, str], streams, round
     return (*stream_figures(results), spent)
 
 
-def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str]) -> list[Row]:
+def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str], pids: Pids) -> list[Row]:
     """The relays with 2 workers (nginx has 2): non-stream req/s on the same cores as nginx, and 100 streams
-    started at the same moment (issue 13's target 4), every side's rounds alternating."""
+    started at the same moment (issue 13's target 4), every side's rounds alternating; the CPU time of both
+    workers of each relay (`pids`) per request and per burst stream, what the burst's first chunks wait for."""
     urls = {"direct": canned + CHAT} | {side: url + "/canned" + CHAT for side, url in proxies.items()}
-    found = wrk_rounds(plan, urls, (64,))
+    found = wrk_rounds(plan, urls, (64,), pids)
     rows = [compare("non-stream req/s, 64 connections, 2 workers", found.rps(64), "/s", errors=found.errors(64)),
-            compare("non-stream p99 ms, 64 connections, 2 workers", found.p99(64), "ms", 1)]
-    errors, firsts, chunks, _ = stream_rounds(plan, fake, proxies, lambda port: clients.burst_streams(
-        port, CHAT, 100, plan.stream_chunks, plan.stream_delay, timeout=60), plan.burst_rounds)
+            compare("non-stream p99 ms, 64 connections, 2 workers", found.p99(64), "ms", 1),
+            compare("  relay workers' CPU per request, µs, 64 connections, 2 workers", found.cpu_us(64), "µs")]
+    errors, firsts, chunks, spent = stream_rounds(plan, fake, proxies, lambda port: clients.burst_streams(
+        port, CHAT, 100, plan.stream_chunks, plan.stream_delay, timeout=60), plan.burst_rounds, pids)
     if not all(chunks.values()):
         return rows + [Row("burst rows: no stream completed", {s: with_errors("", n) for s, n in errors.items()})]
     return rows + [
@@ -399,6 +402,8 @@ def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str])
                 lambda v: v["relay"] - v["direct"] <= 20),
         compare("burst per-chunk delay p99 ms, 2 workers", {s: percentile(v, 99) for s, v in chunks.items()}, "ms", 2,
                 errors, "added <= 10 ms", lambda v: v["relay"] - v["direct"] <= 10),
+        compare(f"  relay workers' CPU per burst stream of {plan.stream_chunks} chunks, ms, 2 workers",
+                {side: seconds * 1000 / max(1, len(firsts[side])) for side, seconds in spent.items()}, "ms", 2),
         Row(f"  ({plan.burst_rounds} x 100 streams started together each way, {plan.stream_chunks} chunks "
             f"{plan.stream_delay * 1000:.0f} ms apart)"),
     ]
@@ -557,6 +562,26 @@ def conditions() -> str:
             f"Python {sys.version.split()[0]}")
 
 
+class MachineSpeed:
+    """How fast this machine runs Python, read before each section: the figures in ms and µs move with it, and
+    on this VM it moved from 0.7 to 2.2 s (a loop of 10 million additions) within an hour."""
+
+    def __init__(self):
+        self.readings: list[float] = []
+
+    def read(self) -> str:
+        started = time.perf_counter()
+        total = 0
+        for number in range(10_000_000):
+            total += number
+        self.readings.append(time.perf_counter() - started)
+        return f"a Python loop of 10 million additions: {self.readings[-1]:.2f} s"
+
+    def summary(self) -> str:
+        return (f"a Python loop of 10 million additions took {min(self.readings):.2f} to {max(self.readings):.2f} s "
+                f"in the run's {len(self.readings)} readings (one before each section)")
+
+
 # -- the relays -----------------------------------------------------------------
 
 
@@ -586,6 +611,16 @@ def start_relays(stack: ExitStack, roots: dict[str, Path], env: dict[str, str], 
     return relays
 
 
+def all_workers(relay: RelayServer, count: int) -> list[int]:
+    """The pids of the relay's `count` workers, once gunicorn has started them all (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while len(pids := relay.worker_pids()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if len(pids) < count:
+        raise RuntimeError(f"the relay started {len(pids)} of its {count} workers")
+    return pids
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark the relay against a direct connection and nginx.")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (small counts, 1 s per load row)")
@@ -601,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("nginx is needed for the reference rows (Debian: apt-get install nginx-light)")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of sockets, inherited by the servers
+    speed = MachineSpeed()
     print(f"conditions: {conditions()}; usage counting {'on' if args.usage else 'off'}", flush=True)
     started = time.monotonic()
     rows: list[Row] = []
@@ -624,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         memories = {side: WorkerMemory(relay.worker_pids()[0]) for side, relay in relays.items()}
         idle_mib = {side: memory.rss_kb() / 1024 for side, memory in memories.items()}
         proxies = {"nginx": nginx.url} | {side: relay.url for side, relay in relays.items()}
-        pids = {side: memory.pid for side, memory in memories.items()}
+        pids = {side: [memory.pid] for side, memory in memories.items()}
         sections = [
             ("non-stream", lambda: non_stream_rows(plan, canned, fake, proxies, pids)),
             ("non-stream with real heads", lambda: real_head_rows(plan, canned, proxies, pids)),
@@ -634,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
             ("WebSockets", lambda: websocket_rows(plan, fake_ws, proxies)),
         ]
         for name, measure in sections:
-            print(f"measuring {name}...", flush=True)
+            print(f"measuring {name}... ({speed.read()})", flush=True)
             rows += measure()
         for memory in memories.values():
             memory.peak_kb()
@@ -642,18 +678,21 @@ def main(argv: list[str] | None = None) -> int:
             side: f"{idle_mib[side]:.1f} / {memory.overall_peak_kb / 1024:.1f}" for side, memory in memories.items()}))
         for relay in relays.values():
             relay.stop()
-        print("measuring with 2 workers...", flush=True)
+        print(f"measuring with 2 workers... ({speed.read()})", flush=True)
         with ExitStack() as two:
             doubled = start_relays(two, roots, env, log_dir, workers=2)
-            rows += two_worker_rows(plan, canned, fake, {"nginx": nginx.url} | {s: r.url for s, r in doubled.items()})
-    print("measuring session memory...", flush=True)
+            workers = {side: all_workers(relay, 2) for side, relay in doubled.items()}
+            rows += two_worker_rows(plan, canned, fake, {"nginx": nginx.url} | {s: r.url for s, r in doubled.items()},
+                                    workers)
+    print(f"measuring session memory... ({speed.read()})", flush=True)
     rows += session_memory_rows()
     print()
     print_table(rows, baseline="baseline" in roots)
     print(f"\n{len(rows)} rows in {time.monotonic() - started:.0f} s; direct = straight to the upstream "
           "(the canned upstream for non-stream rows, the fake upstream for the rest); nginx = 2 workers; "
           "relay = one gevent worker (2 in the rows that say so)"
-          + (f"; baseline = {described}, run the same way." if args.baseline else "."))
+          + (f"; baseline = {described}, run the same way." if args.baseline else ".")
+          + f" Machine speed: {speed.summary()}.")
     return 0
 
 

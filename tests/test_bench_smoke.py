@@ -52,6 +52,8 @@ ROWS_WITH_NUMBERS = {
     "non-stream p99 ms, 64 connections, 2 workers": ALL,
     "burst TTFB p50 ms, 100 streams at once, 2 workers": ALL,
     "burst per-chunk delay p99 ms, 2 workers": ALL,
+    "relay workers' CPU per request, µs, 64 connections, 2 workers": (*RELAYS, "relay vs baseline"),
+    "relay workers' CPU per burst stream of 10 chunks, ms, 2 workers": (*RELAYS, "relay vs baseline"),
 }
 TARGET_ROWS = [
     "non-stream req/s, 16 connections",
@@ -101,4 +103,7 @@ def test_quick_run_prints_every_row_with_figures_and_verdicts():
         held = rows["concurrent streams held, 200 tried"][side]
         assert re.fullmatch(r"\d+ open at once, \d+ errors.*", held), held
     assert re.search(r"^baseline: [0-9a-f]{7,} ", run.stdout, re.MULTILINE), run.stdout[:500]  # HEAD, described
+    # the machine's speed before each of the 8 sections, and its range: the figures in ms move with it
+    assert len(re.findall(r"^measuring .*10 million additions: \d+\.\d\d s\)$", run.stdout, re.MULTILINE)) == 8
+    assert re.search(r"additions took \d+\.\d\d to \d+\.\d\d s in the run's 8 readings", run.stdout), run.stdout[-800:]
     assert "session memory, 10,000 sessions" in rows
