@@ -339,6 +339,11 @@ def stream_figures(results: dict[str, list[clients.StreamResult]]) -> tuple[dict
     return errors, firsts, chunks
 
 
+def per_stream_ms(spent: dict[str, float], firsts: dict[str, list[float]]) -> dict[str, float]:
+    """Per watched side, its workers' CPU ms (`spent`, seconds) per stream completed."""
+    return {side: seconds * 1000 / max(1, len(firsts[side])) for side, seconds in spent.items()}
+
+
 def stream_rows(plan: Plan, fake: str, proxies: dict[str, str], pids: Pids) -> list[Row]:
     """100 streams open at all times; the first chunk's wait, then the delay of every later chunk, and the
     relay worker's (`pids`) CPU time per stream.
@@ -356,7 +361,7 @@ def stream_rows(plan: Plan, fake: str, proxies: dict[str, str], pids: Pids) -> l
         compare("per-chunk delay p99 ms, 100 streams", {s: percentile(v, 99) for s, v in chunks.items()}, "ms", 2,
                 errors, "added < 10 ms", lambda v: v["relay"] - v["direct"] < 10),
         compare(f"relay worker CPU per stream of {plan.stream_chunks} chunks, ms",
-                {side: seconds * 1000 / max(1, len(firsts[side])) for side, seconds in spent.items()}, "ms", 2),
+                per_stream_ms(spent, firsts), "ms", 2),
         Row(f"  ({len(firsts['relay'])} streams of {plan.stream_chunks} chunks {plan.stream_delay * 1000:.0f} ms "
             f"apart each way, {len(chunks['relay']):,} later chunks relayed)"),
     ]
@@ -403,7 +408,7 @@ def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str],
         compare("burst per-chunk delay p99 ms, 2 workers", {s: percentile(v, 99) for s, v in chunks.items()}, "ms", 2,
                 errors, "added <= 10 ms", lambda v: v["relay"] - v["direct"] <= 10),
         compare(f"  relay workers' CPU per burst stream of {plan.stream_chunks} chunks, ms, 2 workers",
-                {side: seconds * 1000 / max(1, len(firsts[side])) for side, seconds in spent.items()}, "ms", 2),
+                per_stream_ms(spent, firsts), "ms", 2),
         Row(f"  ({plan.burst_rounds} x 100 streams started together each way, {plan.stream_chunks} chunks "
             f"{plan.stream_delay * 1000:.0f} ms apart)"),
     ]
@@ -564,7 +569,7 @@ def conditions() -> str:
 
 class MachineSpeed:
     """How fast this machine runs Python, read before each section: the figures in ms and µs move with it, and
-    on this VM it moved from 0.7 to 2.2 s (a loop of 10 million additions) within an hour."""
+    on this VM it moved from 0.7 to 2.4 s (a loop of 10 million additions) within an hour."""
 
     def __init__(self):
         self.readings: list[float] = []
@@ -609,16 +614,6 @@ def start_relays(stack: ExitStack, roots: dict[str, Path], env: dict[str, str], 
         stack.callback(relay.stop)
         relays[side] = relay.start()
     return relays
-
-
-def all_workers(relay: RelayServer, count: int) -> list[int]:
-    """The pids of the relay's `count` workers, once gunicorn has started them all (at most 10 s)."""
-    deadline = time.monotonic() + 10
-    while len(pids := relay.worker_pids()) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if len(pids) < count:
-        raise RuntimeError(f"the relay started {len(pids)} of its {count} workers")
-    return pids
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -681,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measuring with 2 workers... ({speed.read()})", flush=True)
         with ExitStack() as two:
             doubled = start_relays(two, roots, env, log_dir, workers=2)
-            workers = {side: all_workers(relay, 2) for side, relay in doubled.items()}
+            workers = {side: relay.workers_started(2) for side, relay in doubled.items()}
+            if any(len(pids) < 2 for pids in workers.values()):
+                raise RuntimeError(f"a relay did not start its 2 workers: {workers}")
             rows += two_worker_rows(plan, canned, fake, {"nginx": nginx.url} | {s: r.url for s, r in doubled.items()},
                                     workers)
     print(f"measuring session memory... ({speed.read()})", flush=True)

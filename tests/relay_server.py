@@ -102,6 +102,13 @@ class RelayServer:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
 
+    def workers_started(self, expected: int, wait: float = 10.0) -> list[int]:
+        """The worker pids once gunicorn has forked `expected` of them, or what it has after `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while len(pids := self.worker_pids()) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return pids
+
     def stop(self) -> None:
         """Quick shutdown (SIGINT): a graceful one would wait for idle keep-alive clients."""
         if self.proc and self.proc.poll() is None:

@@ -18,9 +18,7 @@ CORES = len(os.sched_getaffinity(0))  # the relay's processes inherit this proce
 
 def settled_workers(relay: RelayServer, expected: int) -> int:
     """The relay's worker count once gunicorn has forked them all (bounded wait)."""
-    deadline = time.monotonic() + 10
-    while len(relay.worker_pids()) < expected and time.monotonic() < deadline:
-        time.sleep(0.1)
+    relay.workers_started(expected)
     time.sleep(0.5)  # would a further worker still appear?
     return len(relay.worker_pids())
 
