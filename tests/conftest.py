@@ -10,7 +10,7 @@ import pytest
 from tests.fake_upstream import FakeUpstream
 from tests.fake_websocket import FakeWebSocketUpstream
 from tests.redis_server import RedisServer
-from tests.relay_server import RelayServer
+from tests.relay_server import RelayServer, stop_all
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +53,7 @@ def start_relay(fake, logs_dir) -> Iterator[Callable[..., RelayServer]]:
         return server.start()
 
     yield start
-    for server in started:
-        server.stop()
+    stop_all(started)
 
 
 @pytest.fixture(scope="session")
