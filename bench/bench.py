@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests` and `bench` impor
 
 from bench import clients  # noqa: E402
 from bench import nginx as nginx_proxy  # noqa: E402
-from tests.relay_server import RelayServer, clean_environ, cpu_seconds  # noqa: E402
+from tests.relay_server import RelayServer, clean_environ, cpu_seconds, stop_all  # noqa: E402
 
 WRK_SCRIPT = ROOT / "bench" / "wrk_chat.lua"
 MiB = 1024 * 1024
@@ -671,8 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             memory.peak_kb()
         rows.append(Row("relay worker RSS idle / peak of the run, MiB", {
             side: f"{idle_mib[side]:.1f} / {memory.overall_peak_kb / 1024:.1f}" for side, memory in memories.items()}))
-        for relay in relays.values():
-            relay.stop()
+        stop_all(relays.values())
         print(f"measuring with 2 workers... ({speed.read()})", flush=True)
         with ExitStack() as two:
             doubled = start_relays(two, roots, env, log_dir, workers=2)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import requests
@@ -130,8 +131,9 @@ class RelayServer:
             self.proc.wait(5)
 
 
-def stop_all(servers: list[RelayServer]) -> None:
+def stop_all(servers: Iterable[RelayServer]) -> None:
     """Stop every relay, all at once: each takes a few tenths of a second to shut down."""
+    servers = list(servers)
     for server in servers:
         server.interrupt()
     for server in servers:
