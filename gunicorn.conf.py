@@ -8,6 +8,10 @@ worker's own heartbeat, so long streams are never killed by it.
 import ctypes
 import gc
 import os
+import sys
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 
@@ -42,7 +46,41 @@ def _state_shared(env) -> bool:
 # WEB_CONCURRENCY when set (Heroku's buildpack sets it from the dyno's memory unless the app does); otherwise one
 # worker per core when the shared state is in Redis, and one worker with the in-memory stores, which live in it.
 workers = int(os.environ.get("WEB_CONCURRENCY") or (_cores() if _state_shared(os.environ) else 1))
-worker_class = "gevent"
+
+
+class RelayWorker(GeventWorker):
+    """gunicorn's gevent worker, with several workers taking new connections a few at a time (proxy/green.py's
+    accept_in_turns), and a quick shutdown (Ctrl-C: SIGINT, or SIGQUIT) that ends without a traceback.
+
+    gunicorn's worker takes that signal in a greenlet: it stops the worker's loop, waits 0.1 s, then calls
+    `sys.exit(0)` to cut the streams still open. An idle worker's loop has often ended meanwhile, and the exit
+    then fell into the interpreter's shutdown, printed as a SystemExit traceback by every worker (benoitc/
+    gunicorn#3239). Here it is raised only while the loop still runs (tests/test_shutdown.py).
+    """
+
+    loop_ended = False
+
+    def run(self) -> None:
+        from proxy.green import accept_in_turns
+
+        accept_in_turns()
+        try:
+            super().run()
+        finally:
+            self.loop_ended = True
+
+    def handle_quit(self, sig, frame) -> None:
+        gevent.spawn(self._quit_now)
+
+    def _quit_now(self) -> None:
+        self.alive = False
+        self.cfg.worker_int(self)
+        gevent.sleep(0.1)
+        if not self.loop_ended:
+            sys.exit(0)
+
+
+worker_class = RelayWorker
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or 2000)
 timeout = 60
 graceful_timeout = 30
@@ -116,10 +154,9 @@ def keep_large_buffers(env) -> bool:
 
 
 def post_worker_init(worker) -> None:
-    """Send each answer's head with its first piece of body (proxy/client_writes.py), take new connections a
-    few at a time with several workers too (proxy/green.py), keep the allocator steady under large bodies
-    (keep_large_buffers), and keep the cycle collector's cost per request from growing with the requests in
-    flight.
+    """Send each answer's head with its first piece of body (proxy/client_writes.py), keep the allocator steady
+    under large bodies (keep_large_buffers), and keep the cycle collector's cost per request from growing with
+    the requests in flight.
 
     A young collection walks every object made since the last one, which in a busy worker are mostly the live
     objects of the requests in flight: with the default threshold it cost 7 µs per request at 16 connections and
@@ -129,11 +166,8 @@ def post_worker_init(worker) -> None:
     objects later (tests/test_worker_gc.py).
     """
     from proxy.client_writes import install
-    from proxy.green import accept_in_turns
 
     install()
-    if type(worker).__module__ == "gunicorn.workers.ggevent":
-        accept_in_turns()
     keep_large_buffers(os.environ)
     gc.collect()
     gc.freeze()

@@ -27,6 +27,6 @@ def test_runtime_requirements_alone_serve_the_relay(tmp_path, fake, logs_dir):
         answer = requests.get(relay.url + "/v1/models", timeout=10)
         assert answer.status_code == 200
         assert answer.json()["data"][0]["id"] == "gpt-4o-mini"
-        assert "Using worker: gevent" in relay.log()
+        assert "Using worker: RelayWorker" in relay.log()
     finally:
         relay.stop()
