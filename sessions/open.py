@@ -6,7 +6,6 @@ from urllib.parse import urlsplit
 
 from proxy.settings import Settings, SettingsError
 
-from .redis_store import RedisStore
 from .store import MemoryStore, SessionStore
 
 
@@ -17,6 +16,8 @@ def open_store(settings: Settings) -> SessionStore:
     if target == "memory":
         return MemoryStore(settings.session_ttl, settings.session_max_sessions, settings.session_lock_wait)
     if urlsplit(target).scheme in ("redis", "rediss", "unix"):
+        from .redis_store import RedisStore  # redis-py loads only where it is used (a tenth of the import)
+
         return RedisStore(target, settings.session_ttl, settings.session_lock_wait, settings.redis_tls_verify,
                           settings.redis_timeout)
     raise SettingsError("SESSION_STORE must be 'memory' or a redis:// (rediss://, unix://) URL")

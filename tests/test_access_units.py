@@ -13,7 +13,8 @@ import access
 from access import Access, AccessDenied
 from access.keys import RelayKeys, place_key, presented, remove_keys
 from access.paths import AllowedPaths
-from access.ratelimit import Limit, MemoryCounter, RedisCounter, parse_limits
+from access.ratelimit import Limit, MemoryCounter, parse_limits
+from access.redis_counter import RedisCounter
 from access.rotation import KeyRing
 from proxy.routes import build_routes
 from proxy.settings import Settings, SettingsError

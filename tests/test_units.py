@@ -141,3 +141,23 @@ def test_a_socks_proxy_is_refused_at_start_up(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")  # with NO_PROXY beside it: accepted
     upstream = Upstream(settings, build_routes(settings).values())
     assert upstream._proxies["https://api.openai.com"]["https"] == "http://127.0.0.1:3128"
+
+
+def test_redis_py_loads_only_when_something_is_kept_in_redis():
+    """redis-py is a tenth of the app's import time (a Vercel cold start, each worker's boot): only an app that
+    keeps something in Redis loads it (here it never connects: the client connects on first use)."""
+    import subprocess
+    import sys
+
+    from tests.relay_server import ROOT, clean_environ
+
+    def loads_redis(**env: str) -> bool:
+        script = "import sys, app; assert app.app; print('redis' in sys.modules)"
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=clean_environ() | env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip() == "True"
+
+    assert not loads_redis(RATE_LIMIT="5/second", RELAY_KEYS="team=sk-relay-units-0123456789")
+    assert loads_redis(SESSION_STORE="redis://127.0.0.1:9/0")
+    assert loads_redis(REDIS_URL="redis://127.0.0.1:9/0", RATE_LIMIT="5/second")

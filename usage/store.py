@@ -7,7 +7,7 @@ and `model|<model>|<figure>` for each model. Model names come from the answers; 
 separator is the last `|`, so a model name may hold `|` or `:`.
 
 - `MemoryStore`: this process only (one worker), days older than the retention dropped.
-- `RedisStore`: `relay:usage:{<label>}:<YYYY-MM-DD>`, written with `HINCRBY` in one
+- `RedisStore` (usage/redis_store.py): `relay:usage:{<label>}:<YYYY-MM-DD>`, written with `HINCRBY` in one
   pipeline per request and expiring `USAGE_RETENTION_DAYS` after its day, so every
   worker and instance adds to, and reads, the same figures. If Redis cannot be
   reached, writes are dropped with a warning at most once a minute: requests still flow.
@@ -15,21 +15,11 @@ separator is the last `|`, so a model name may hold `|` or `:`.
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Protocol
-
-import redis
-
-from proxy.redis_client import redis_client
-
-log = logging.getLogger("relay.usage")
-
-WARN_EVERY = 60.0
 
 
 class StoreUnavailable(Exception):
@@ -81,64 +71,9 @@ class MemoryStore:
             return sum(self._days.get((label, day), {}).get("total_tokens", 0) for day in each_day(start, end))
 
 
-class RedisStore:
-    def __init__(self, url: str, retention_days: int, verify_tls: bool = True, prefix: str = "relay:usage"):
-        options = {"socket_timeout": 2, "socket_connect_timeout": 2, "health_check_interval": 30}
-        self._redis = redis_client(url, verify_tls, **options)
-        self._prefix = prefix
-        self._retention = retention_days
-        self._warned_at = -WARN_EVERY
-
-    def _key(self, label: str, day: date) -> str:
-        return f"{self._prefix}:{{{label}}}:{day.isoformat()}"  # one hash tag per label: one cluster node
-
-    def add(self, label: str, day: date, figures: Mapping[str, int]) -> None:
-        key = self._key(label, day)
-        pipe = self._redis.pipeline(transaction=False)
-        for name, value in figures.items():
-            pipe.hincrby(key, name, value)
-        pipe.expire(key, (self._retention + 1) * 86400)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            self._warn(exc)
-
-    def days(self, labels: list[str], start: date, end: date) -> dict[str, dict[date, dict[str, int]]]:
-        dates = each_day(start, end)
-        pipe = self._redis.pipeline(transaction=False)
-        for label in labels:
-            for day in dates:
-                pipe.hgetall(self._key(label, day))
-        try:
-            answers = iter(pipe.execute())
-        except redis.RedisError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-        found: dict[str, dict[date, dict[str, int]]] = {}
-        for label in labels:
-            found[label] = {}
-            for day in dates:
-                fields = next(answers)
-                if fields:
-                    found[label][day] = {name.decode(): int(value) for name, value in fields.items()}
-        return found
-
-    def tokens(self, label: str, start: date, end: date) -> int:
-        pipe = self._redis.pipeline(transaction=False)
-        for day in each_day(start, end):
-            pipe.hget(self._key(label, day), "total_tokens")
-        try:
-            return sum(int(value or 0) for value in pipe.execute())
-        except redis.RedisError as exc:
-            self._warn(exc)
-            return 0
-
-    def _warn(self, exc: redis.RedisError) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY:
-            self._warned_at = now
-            log.warning("usage store (Redis) unreachable, usage is not counted nor budgets checked: %s",
-                        type(exc).__name__)
-
-
 def make_store(redis_url: str, retention_days: int, verify_tls: bool = True) -> UsageStore:
-    return RedisStore(redis_url, retention_days, verify_tls) if redis_url else MemoryStore(retention_days)
+    if not redis_url:
+        return MemoryStore(retention_days)
+    from .redis_store import RedisStore  # redis-py loads only where it is used (a tenth of the import)
+
+    return RedisStore(redis_url, retention_days, verify_tls)
