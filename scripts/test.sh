@@ -25,4 +25,4 @@ fi
 [ -x .venv/bin/python ] || "$(command -v python3.12 || command -v python3)" -m venv .venv  # .python-version: 3.12
 .venv/bin/pip install -q -r requirements-dev.txt
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"  # two processes: README, Development

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.access_secrets import assert_no_key_in_logs
 from tests.fake_upstream import FakeUpstream
 from tests.fake_websocket import FakeWebSocketUpstream
 from tests.redis_server import RedisServer
@@ -28,9 +29,12 @@ def fake_ws() -> Iterator[FakeWebSocketUpstream]:
 
 
 @pytest.fixture(scope="session")
-def logs_dir(tmp_path_factory) -> Path:
-    """Every relay's log lands here; the key-leak test reads them all."""
-    return tmp_path_factory.mktemp("relay-logs")
+def logs_dir(tmp_path_factory) -> Iterator[Path]:
+    """Every relay's log lands here; at the end of the session, once the relays it served have stopped (the
+    fixtures that start them depend on this one), no log may hold a key: an error at that teardown."""
+    path = tmp_path_factory.mktemp("relay-logs")
+    yield path
+    assert_no_key_in_logs(path)
 
 
 def upstream_env(fake: FakeUpstream) -> dict[str, str]:
@@ -81,12 +85,3 @@ def start_redis(tmp_path_factory) -> Iterator[Callable[[], RedisServer]]:
 def redis_server(start_redis) -> RedisServer:
     """One Redis shared by the tests that only need a working server."""
     return start_redis()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `last` (the scan of every relay log) run after all the others, whatever the selection order."""
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "last: run after every other test (reads what they left behind)")
