@@ -8,9 +8,9 @@ worker's own heartbeat, so long streams are never killed by it.
 import ctypes
 import gc
 import os
-import sys
 
 import gevent
+from gunicorn.workers.base import Worker
 from gunicorn.workers.ggevent import GeventWorker
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
@@ -70,14 +70,15 @@ class RelayWorker(GeventWorker):
             self.loop_ended = True
 
     def handle_quit(self, sig, frame) -> None:
-        gevent.spawn(self._quit_now)
+        gevent.spawn(self._quit, sig, frame)
 
-    def _quit_now(self) -> None:
-        self.alive = False
-        self.cfg.worker_int(self)
-        gevent.sleep(0.1)
-        if not self.loop_ended:
-            sys.exit(0)
+    def _quit(self, sig, frame) -> None:
+        """gunicorn's own quick exit (base Worker.handle_quit), its SystemExit dropped once the loop has ended."""
+        try:
+            Worker.handle_quit(self, sig, frame)
+        except SystemExit:
+            if not self.loop_ended:
+                raise
 
 
 worker_class = RelayWorker

@@ -140,10 +140,11 @@ def stop_all(servers: Iterable[RelayServer]) -> None:
         server.wait_stopped()
 
 
-def run_python(script: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`script` in a fresh interpreter in the project root (one that gevent may patch, or a worker hook's)."""
+def run_python(script: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`script` in a fresh interpreter in the project root (one that gevent may patch, or a worker hook's), with
+    this process's environment unless `env` is given."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def proc_stat(pid: int) -> list[str]:

@@ -10,9 +10,7 @@ import time
 
 from tests.raw_http import open_stream
 from tests.relay_server import stop_all
-
-CHAT = "/v1/chat/completions"
-STREAM = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+from tests.test_relay_streaming import CHAT, stream_body
 
 
 def booted(relay, workers: int) -> None:
@@ -45,7 +43,7 @@ def test_ctrl_c_cuts_open_streams_at_once_and_hangs_up_upstream(start_relay, fak
     booted(relay, 2)
     tag = "shutdown-open-stream"
     headers = {"x-fake-chunks": "200", "x-fake-delay": "0.05", "x-fake-tag": tag}  # 10 s of events
-    sock, _ = open_stream(relay.port, CHAT, STREAM, headers)
+    sock, _ = open_stream(relay.port, CHAT, stream_body(), headers)
     try:
         began = time.monotonic()
         relay.interrupt()

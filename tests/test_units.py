@@ -146,15 +146,10 @@ def test_a_socks_proxy_is_refused_at_start_up(monkeypatch):
 def test_redis_py_loads_only_when_something_is_kept_in_redis():
     """redis-py is a tenth of the app's import time (a Vercel cold start, each worker's boot): only an app that
     keeps something in Redis loads it (here it never connects: the client connects on first use)."""
-    import subprocess
-    import sys
-
-    from tests.relay_server import ROOT, clean_environ
+    from tests.relay_server import clean_environ, run_python
 
     def loads_redis(**env: str) -> bool:
-        script = "import sys, app; assert app.app; print('redis' in sys.modules)"
-        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=clean_environ() | env,
-                              capture_output=True, text=True, timeout=60)
+        done = run_python("import sys, app; assert app.app; print('redis' in sys.modules)", env=clean_environ() | env)
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.strip() == "True"
 
