@@ -7,6 +7,8 @@ go out when gunicorn's would. (Every test through gunicorn runs with it installe
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from gunicorn import util
 from gunicorn.config import Config
@@ -79,3 +81,63 @@ def test_each_worker_installs_it():
         print(wsgi.Response.__module__, wsgi.Response.__name__)
     """)
     assert out.stdout.split() == ["proxy.client_writes", "OneWriteResponse"], out.stderr
+
+
+OS_SOCKET_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, socket, gevent, gevent.ssl
+from gunicorn.config import Config
+from gunicorn.http import wsgi
+from gunicorn.http.parser import RequestParser
+from proxy.client_writes import install
+
+install()
+calls = []
+plain_sendall = socket.socket.sendall
+def counting_sendall(self, data, *args):
+    calls.append(type(self).__name__)
+    return plain_sendall(self, data, *args)
+socket.socket.sendall = counting_sendall
+
+class Subclass(socket.socket):  # as gevent's TLS socket is: its bytes must not skip its own sendall
+    pass
+
+def answer(sock, pieces):
+    request = next(iter(RequestParser(Config(), [b"POST / HTTP/1.1\r\nHost: x\r\n\r\n"], ("127.0.0.1", 1))))
+    response = wsgi.Response(request, sock, Config())
+    response.start_response("200 OK", [("Content-Type", "text/event-stream")])
+    for piece in pieces:
+        response.write(piece)
+    response.close()
+
+report = {}
+for name, pieces, kind in [("small", [b"data: 1\n\n", b"data: 2\n\n"], socket.socket),
+                           ("large", [b"x" * (8 << 20)], socket.socket),
+                           ("subclass", [b"data: 1\n\n"], Subclass)]:
+    left, right = socket.socketpair()
+    relay_side = kind(fileno=left.detach())
+    got = bytearray()
+    def read():
+        while data := right.recv(1 << 20):
+            got.extend(data)
+    reader = gevent.spawn(read)
+    calls.clear()
+    answer(relay_side, pieces)
+    relay_side.close()
+    reader.join(10)
+    body = bytes(got).split(b"\r\n\r\n", 1)[1]
+    report[name] = [body == b"".join(b"%X\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n", calls[:]]
+print(json.dumps(report))
+"""
+
+
+def test_under_gevent_a_piece_goes_straight_to_the_os_socket_and_what_it_leaves_through_sendall():
+    """Real gevent sockets (a child process): small pieces go out in one OS call each, gevent's `sendall` only
+    ending the chunked body; a piece larger than the socket's buffer is sent whole, its rest by `sendall`; a
+    subclass of gevent's socket (gevent's TLS socket is one) always writes through its own `sendall`."""
+    out = run_python(OS_SOCKET_SCRIPT)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["small"] == [True, ["socket"]]  # the chunked body's end: gunicorn's own write
+    assert report["large"] == [True, ["socket", "socket"]]  # the rest of the piece, then the end
+    assert report["subclass"] == [True, ["Subclass", "Subclass"]]  # the head with the piece, then the end

@@ -214,6 +214,7 @@ for name, pieces in CASES.items():
                 gevent.sleep(0.3)
             upstream.sendall(piece)
     sender = gevent.spawn(send)
+    relay_side.settimeout(5)  # the read timeout: lifted while a wait's own timer runs, and given back
     answer = UpstreamHTTPResponse(relay_side, method="POST")
     answer.begin()
     body, quiet, ended = b"", 0, False
@@ -226,14 +227,28 @@ for name, pieces in CASES.items():
         body += piece
         ended = not piece
     sender.join()
-    report[name] = [body.decode(), quiet, ended]
+    report[name] = [body.decode(), quiet, ended, relay_side.gettimeout()]
+
+upstream, relay_side = socket.socketpair()  # a read timeout shorter than the wait still ends it
+upstream.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+relay_side.settimeout(0.05)
+answer = UpstreamHTTPResponse(relay_side, method="POST")
+answer.begin()
+answer.read1(65536)
+started = time.monotonic()
+try:
+    answer.wait_for_bytes(1)
+    report["a shorter read timeout"] = "no error"
+except TimeoutError:
+    report["a shorter read timeout"] = round(time.monotonic() - started, 2)
 print(json.dumps(report))
 """
 
 
 def test_waiting_for_the_next_bytes_can_be_cut_short_without_losing_any():
     """`wait_for_bytes` under real gevent (a child process): silences are seen between chunks and before the last,
-    and a wait cut short inside a split CRLF or size line takes nothing from the body."""
+    and a wait cut short inside a split CRLF or size line takes nothing from the body; the socket's read timeout
+    is the same after each wait, and one shorter than the wait ends it."""
     out = run_python(WAIT_SCRIPT)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -242,4 +257,7 @@ def test_waiting_for_the_next_bytes_can_be_cut_short_without_losing_any():
     assert report["a length body"][0] == "helloworld" and report["a length body"][1] >= 2
     assert report["a CRLF split"][0] == "helloworld"
     assert report["a size line split"][0] == "hello0123456789abcdef"
-    assert all(ended for _, _, ended in report.values())  # each read to its end, none waiting past it
+    shorter = report.pop("a shorter read timeout")
+    assert all(ended for _, _, ended, _ in report.values())  # each read to its end, none waiting past it
+    assert all(timeout == 5 for *_, timeout in report.values())
+    assert shorter != "no error" and shorter < 0.5
