@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import redis
 
-from proxy.redis_client import redis_link
+from proxy.redis_client import OccasionalWarning, redis_link
 
 from .ratelimit import ALLOWED, Limit, Verdict
 
@@ -43,8 +42,6 @@ end
 return {0, 0}
 """
 
-WARN_EVERY = 60.0  # seconds between two "Redis unreachable" warnings
-
 
 class RedisCounter:
     """Counters in Redis, shared by every process that uses the same server."""
@@ -53,7 +50,7 @@ class RedisCounter:
         self._link = redis_link(url, verify_tls, timeout)
         self._script = self._link.client.register_script(_HIT_SCRIPT)
         self._prefix = prefix
-        self._warned_at = -WARN_EVERY
+        self._warn = OccasionalWarning(log, "rate limit store (Redis) unreachable, requests are not limited: %s")
 
     def hit(self, caller: str, limits: tuple[Limit, ...]) -> Verdict:
         return self._run(caller, limits, count=True)
@@ -68,14 +65,8 @@ class RedisCounter:
         try:
             refused, wait_ms = self._link.run(self._script, keys=keys, args=args)
         except redis.RedisError as exc:
-            self._warn(exc)
+            self._warn(type(exc).__name__)
             return ALLOWED
         if not refused:
             return ALLOWED
         return Verdict.refuse(limits[int(refused) - 1], int(wait_ms) / 1000)
-
-    def _warn(self, exc: redis.RedisError) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY:
-            self._warned_at = now
-            log.warning("rate limit store (Redis) unreachable, requests are not limited: %s", type(exc).__name__)

@@ -34,6 +34,21 @@ FAILURES = (redis.ConnectionError, redis.TimeoutError)  # Redis did not answer; 
 T = TypeVar("T")
 
 
+class OccasionalWarning:
+    """A warning logged at most once per WARN_EVERY seconds: a Redis that is down fails every request, and one
+    line a minute says so as well as thousands."""
+
+    def __init__(self, logger: logging.Logger, message: str, clock: Callable[[], float] = time.monotonic):
+        self._logger, self._message, self._clock = logger, message, clock
+        self._at = -WARN_EVERY
+
+    def __call__(self, *args: Any) -> None:
+        now = self._clock()
+        if now - self._at >= WARN_EVERY:
+            self._at = now
+            self._logger.warning(self._message, *args)
+
+
 class RedisSkipped(redis.ConnectionError):
     """Redis failed a moment ago and is skipped for now: the call was not even tried."""
 
@@ -64,7 +79,8 @@ class RedisLink:
         self._clock = clock
         self._skip_until = 0.0  # 0: closed, Redis is used
         self._probing = threading.Lock()
-        self._warned_at = -WARN_EVERY
+        self._warn = OccasionalWarning(log, "Redis at %s did not answer (%s): skipped for %g s at a time until it "
+                                       "does (rate limits let requests through, sessions answer 503)", clock)
 
     def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`call(*args, **kwargs)`, unless Redis is skipped (`RedisSkipped`); a failure starts a skip."""
@@ -97,12 +113,7 @@ class RedisLink:
 
     def _trip(self, exc: Exception) -> None:
         self._skip_until = self._clock() + SKIP_FOR
-        now = self._clock()
-        if now - self._warned_at >= WARN_EVERY:
-            self._warned_at = now
-            log.warning("Redis at %s did not answer (%s): skipped for %g s at a time until it does "
-                        "(rate limits let requests through, sessions answer 503)",
-                        self.name, type(exc).__name__, SKIP_FOR)
+        self._warn(self.name, type(exc).__name__, SKIP_FOR)
 
 
 @functools.cache

@@ -3,6 +3,7 @@ nothing while it is skipped: rate limits let requests through, sessions answer 5
 
 from __future__ import annotations
 
+import logging
 import socket
 import statistics
 import threading
@@ -12,7 +13,7 @@ import pytest
 import redis
 import requests
 
-from proxy.redis_client import SKIP_FOR, RedisLink, RedisSkipped
+from proxy.redis_client import SKIP_FOR, WARN_EVERY, OccasionalWarning, RedisLink, RedisSkipped
 from tests.session_client import SessionClient, new_session_id
 
 
@@ -108,3 +109,15 @@ def test_the_breaker_skips_after_a_failure_then_one_ping_lets_redis_back(monkeyp
     answering["now"] = True
     assert link.run(calls.append, "back") is None and calls == ["back"] and not link.skipped
     assert len(pings) == 2
+
+
+def test_an_unreachable_redis_is_warned_of_once_a_minute(caplog):
+    """The breaker's warning (and the counters' and the usage store's, the same helper): a Redis that is down
+    fails every request, and one line per WARN_EVERY says so."""
+    clock = Clock()
+    warn = OccasionalWarning(logging.getLogger("relay.test"), "Redis down: %s", clock)
+    for step in (0, 1, 30, WARN_EVERY - 1, WARN_EVERY, WARN_EVERY + 1, 2 * WARN_EVERY):
+        clock.now = 100.0 + step
+        warn(f"at {step:g}")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis down: at 0", f"Redis down: at {WARN_EVERY:g}", f"Redis down: at {2 * WARN_EVERY:g}"]

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from datetime import date
 
 import redis
 
-from proxy.redis_client import redis_client
+from proxy.redis_client import OccasionalWarning, redis_client
 
 from .store import StoreUnavailable, each_day
 
 log = logging.getLogger("relay.usage")
-
-WARN_EVERY = 60.0  # seconds between two "Redis unreachable" warnings
 
 
 class RedisStore:
@@ -24,7 +21,8 @@ class RedisStore:
         self._redis = redis_client(url, verify_tls, **options)
         self._prefix = prefix
         self._retention = retention_days
-        self._warned_at = -WARN_EVERY
+        self._warn = OccasionalWarning(
+            log, "usage store (Redis) unreachable, usage is not counted nor budgets checked: %s")
 
     def _key(self, label: str, day: date) -> str:
         return f"{self._prefix}:{{{label}}}:{day.isoformat()}"  # one hash tag per label: one cluster node
@@ -38,7 +36,7 @@ class RedisStore:
         try:
             pipe.execute()
         except redis.RedisError as exc:
-            self._warn(exc)
+            self._warn(type(exc).__name__)
 
     def days(self, labels: list[str], start: date, end: date) -> dict[str, dict[date, dict[str, int]]]:
         dates = each_day(start, end)
@@ -66,12 +64,5 @@ class RedisStore:
         try:
             return sum(int(value or 0) for value in pipe.execute())
         except redis.RedisError as exc:
-            self._warn(exc)
+            self._warn(type(exc).__name__)
             return 0
-
-    def _warn(self, exc: redis.RedisError) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY:
-            self._warned_at = now
-            log.warning("usage store (Redis) unreachable, usage is not counted nor budgets checked: %s",
-                        type(exc).__name__)
