@@ -82,7 +82,7 @@ class RelayServer:
                     return self
             except (requests.ConnectionError, requests.Timeout):  # the worker may still be booting
                 pass
-            time.sleep(0.1)
+            time.sleep(0.02)  # a relay starts in about half a second: each poll is a refused connect
         self.stop()
         raise RuntimeError(f"relay did not answer /healthz within {timeout}s:\n{self.log()}")
 

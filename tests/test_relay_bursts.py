@@ -6,6 +6,7 @@ import os
 import selectors
 import signal
 import socket
+import statistics
 import time
 import uuid
 
@@ -169,13 +170,15 @@ def test_new_connections_are_let_in_as_fast_as_kept_alive_ones_go_on(start_relay
     """A worker busy with kept-alive connections lets new ones in as fast as those start requests (proxy/green.py):
     16 kept-alive connections with 12 requests each ready (pipelined), 48 new connections with one each, all
     reaching the worker at once. Every new one is answered before the kept-alive ones have two thirds of their
-    answers; letting four in per turn of the loop, as before, answered the last new ones among the last."""
+    answers; letting four in per turn of the loop, as before, answered the last new ones among the last (173).
+
+    In the median of three rounds: on a loaded machine (the suite's other process, a busy upstream) about one
+    round in fifteen let the last new one in after 129-163 answers, where the others took 32-127."""
     relay = start_relay()
     ready = 12
-    kept = kept_alive(relay)
     (worker,) = relay.worker_pids()
-    kept_ahead = kept_answers_before_each_new(relay, worker, kept, ready)
-    assert kept_ahead[-1] < ready * KEPT * 2 / 3, kept_ahead
+    rounds = [kept_answers_before_each_new(relay, worker, kept_alive(relay), ready) for _ in range(3)]
+    assert statistics.median(kept_ahead[-1] for kept_ahead in rounds) < ready * KEPT * 2 / 3, rounds
 
 
 def test_each_of_several_workers_accepts_a_few_new_connections_per_turn(start_relay):
