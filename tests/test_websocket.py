@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -266,6 +267,27 @@ def test_an_idle_websocket_is_cut_at_the_limit(start_relay, fake_ws):
         assert 1.2 < time.monotonic() - started < 6
     record = tagged(fake_ws, "tag=idle")
     assert wait_for(lambda: record.closed_at is not None, 5) < 3
+
+
+def test_a_client_that_stops_reading_is_cut_at_the_idle_limit(start_relay, fake_ws):
+    """A client floods the echo and never reads a byte of it: the relay's write to the client makes no progress,
+    the client's own writes then stall too, and the relay ends both sides at the limit, not at a socket timeout."""
+    relay = start_relay(**ws_env(fake_ws), WEBSOCKET_IDLE_TIMEOUT="1.5")
+    sock, head, _ = raw_handshake(relay.port, "/v1/echo?tag=stops-reading")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    payload = b"x" * 65536
+    frame = struct.pack("!BBQ", 0x82, 0x80 | 127, len(payload)) + b"\0\0\0\0" + payload  # a zero mask: as sent
+    sock.settimeout(0.5)
+    sent = 0
+    with contextlib.suppress(TimeoutError):
+        for _ in range(2048):  # at most 128 MiB: the loopback buffers both ways fill long before
+            sock.sendall(frame)
+            sent += 1
+    stalled = time.monotonic()
+    record = tagged(fake_ws, "tag=stops-reading")
+    assert wait_for(lambda: record.closed_at is not None, 10) + (time.monotonic() - stalled) < 6, sent
+    assert 8 < sent < 2048  # the echo did stall: more than its first frames went out, not all
+    sock.close()
 
 
 def test_five_hundred_websockets_at_once_on_one_worker(open_relay):
