@@ -124,6 +124,10 @@ def _set(message: http.client.HTTPMessage, name: str, lines: list[str]) -> None:
     message.set_raw(name, (first.lstrip(" \t") + "".join(lines[1:])).rstrip("\r\n"))
 
 
+class _Silence(Exception):
+    """`wait_for_bytes`' timer has run out: no bytes came."""
+
+
 class UpstreamHTTPResponse(http.client.HTTPResponse):
     """http.client's response with `begin()` as in CPython 3.12, but for the head's parser."""
 
@@ -188,8 +192,8 @@ class UpstreamHTTPResponse(http.client.HTTPResponse):
         import gevent
 
         timer = self._silence
-        if timer is None or timer.seconds != seconds:
-            timer = self._silence = gevent.Timeout(seconds, False)
+        if timer is None or timer.seconds != seconds:  # it raises a new _Silence each time: none is kept
+            timer = self._silence = gevent.Timeout(seconds, _Silence)
         own = self._socket.gettimeout()
         lifted = own is None or own >= seconds
         if lifted:
@@ -203,9 +207,7 @@ class UpstreamHTTPResponse(http.client.HTTPResponse):
                 self._safe_read(2)  # buffered: no wait
                 self.chunk_left = None  # what read1 does next: the next chunk's size line
             return True
-        except gevent.Timeout as expired:
-            if expired is not timer:
-                raise
+        except _Silence:
             return False
         finally:
             timer.cancel()

@@ -285,7 +285,7 @@ class _Timed:
     def __init__(self, seconds: float):
         import gevent
 
-        self.timer = gevent.Timeout(seconds, TimeoutError(f"nothing moved for {seconds:g} s"))
+        self.timer = gevent.Timeout(seconds, TimeoutError)  # a new one raised each time: none is kept
 
     def __call__(self, call: Callable, *args: object) -> object:
         self.timer.start()
