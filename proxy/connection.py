@@ -186,8 +186,9 @@ class UpstreamHTTPResponse(http.client.HTTPResponse):
         before the next chunk, is discarded here first, so the wait is for the next chunk itself.
 
         A stream waits once per chunk, so the wait is made cheap: one timer per answer, started for each wait
-        (a new `gevent.Timeout` each time cost 5.7 µs), and the socket's own timeout lifted while the timer
-        runs, when it is no shorter (a socket wait with a timeout makes a second timer: 8.5 µs more).
+        (a new `gevent.Timeout` each time cost 5.7 µs) until it runs out (then a new one), and the socket's own
+        timeout lifted while the timer runs, when it is no shorter (a socket wait with a timeout makes a second
+        timer: 8.5 µs more).
         """
         import gevent
 
@@ -208,6 +209,7 @@ class UpstreamHTTPResponse(http.client.HTTPResponse):
                 self.chunk_left = None  # what read1 does next: the next chunk's size line
             return True
         except _Silence:
+            self._silence = None  # a fired gevent.Timeout started again fires at once (libev keeps the time left)
             return False
         finally:
             timer.cancel()

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, g, request
 
@@ -283,14 +283,21 @@ class _Timed:
     from one timer started for each call (a new timer per wait cost 8.5 µs of a WebSocket message's ~60)."""
 
     def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.timer = self._new()
+
+    def _new(self) -> Any:
         import gevent
 
-        self.timer = gevent.Timeout(seconds, TimeoutError)  # a new one raised each time: none is kept
+        return gevent.Timeout(self.seconds, TimeoutError)  # a new TimeoutError raised each time: none is kept
 
     def __call__(self, call: Callable, *args: object) -> object:
         self.timer.start()
         try:
             return call(*args)
+        except TimeoutError:  # the sockets have no timeout of their own here: it is the timer's
+            self.timer = self._new()  # a fired gevent.Timeout started again fires at once (libev keeps the time left)
+            raise
         finally:
             self.timer.cancel()
 
