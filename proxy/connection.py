@@ -37,6 +37,7 @@ from urllib3.util import SKIP_HEADER
 from urllib3.util.url import _encode_target
 
 from .answer import Answer
+from .green import TimedCalls
 
 PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # look without taking or waiting (an int: flags are slow)
 HEAD_WITH_BODY = 64 * 1024  # a first piece of body up to this size goes out in one write with the head
@@ -134,7 +135,7 @@ class UpstreamHTTPResponse(http.client.HTTPResponse):
     def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
         super().__init__(sock, *args, **kwargs)
         self._socket = sock
-        self._silence: Any = None  # wait_for_bytes' timer, made once per answer
+        self._silence: TimedCalls | None = None  # wait_for_bytes' timer, made once per answer
 
     def begin(self) -> None:
         if self.headers is not None:
@@ -185,36 +186,33 @@ class UpstreamHTTPResponse(http.client.HTTPResponse):
         nothing is buffered (TLS-decrypted bytes included). A chunk's closing CRLF, which `read1` would discard
         before the next chunk, is discarded here first, so the wait is for the next chunk itself.
 
-        A stream waits once per chunk, so the wait is made cheap: one timer per answer, started for each wait
-        (a new `gevent.Timeout` each time cost 5.7 µs) until it runs out (then a new one), and the socket's own
-        timeout lifted while the timer runs, when it is no shorter (a socket wait with a timeout makes a second
-        timer: 8.5 µs more).
+        A stream waits once per chunk, so the wait is made cheap: one timer per answer (`TimedCalls`), and the
+        socket's own timeout lifted while it runs, when it is no shorter (it would make a second timer).
         """
-        import gevent
-
-        timer = self._silence
-        if timer is None or timer.seconds != seconds:  # it raises a new _Silence each time: none is kept
-            timer = self._silence = gevent.Timeout(seconds, _Silence)
+        silence = self._silence
+        if silence is None or silence.seconds != seconds:
+            silence = self._silence = TimedCalls(seconds, _Silence)
         own = self._socket.gettimeout()
         lifted = own is None or own >= seconds
         if lifted:
             self._socket.settimeout(None)
-        timer.start()
         try:
-            while self.fp is not None and self.length != 0 and self._method != "HEAD":  # else read1 ends it
-                ahead = self.fp.peek(1)
-                if not (self.chunked and self.chunk_left == 0) or len(ahead) < 2:  # bytes of the body, or its end
-                    return True  # (half a CRLF, a rare split, is left to read1)
-                self._safe_read(2)  # buffered: no wait
-                self.chunk_left = None  # what read1 does next: the next chunk's size line
+            silence(self._next_bytes)
             return True
         except _Silence:
-            self._silence = None  # a fired gevent.Timeout started again fires at once (libev keeps the time left)
             return False
         finally:
-            timer.cancel()
             if lifted:
                 self._socket.settimeout(own)
+
+    def _next_bytes(self) -> None:
+        """Wait until the body has its next bytes buffered (or has ended)."""
+        while self.fp is not None and self.length != 0 and self._method != "HEAD":  # else read1 ends it
+            ahead = self.fp.peek(1)
+            if not (self.chunked and self.chunk_left == 0) or len(ahead) < 2:  # bytes of the body, or its end
+                return  # (half a CRLF, a rare split, is left to read1)
+            self._safe_read(2)  # buffered: no wait
+            self.chunk_left = None  # what read1 does next: the next chunk's size line
 
 
 @contextmanager

@@ -50,6 +50,33 @@ def take_turn() -> None:
     current.relay_polls_seen = loop.iteration
 
 
+class TimedCalls:
+    """Under gevent: calls (a socket's reads and writes) each cut after `seconds`, by `exception` raised in the
+    caller, from one timer started for each call. Per wait, a new `gevent.Timeout` cost 5.7 µs and a socket's
+    own timeout 8.5 (it makes one inside gevent); starting one kept timer costs 1.7. A timer that has fired is
+    made anew: a fired `gevent.Timeout` started again fires at once (libev keeps the time that was left)."""
+
+    def __init__(self, seconds: float, exception: type[BaseException]):
+        self.seconds = seconds
+        self.exception = exception  # a class: a new one is raised each time, so no traceback is kept here
+        self._timer = None
+
+    def __call__(self, call: Callable, *args: object) -> object:
+        timer = self._timer
+        if timer is None:
+            import gevent
+
+            timer = self._timer = gevent.Timeout(self.seconds, self.exception)
+        timer.start()
+        try:
+            return call(*args)
+        except self.exception:
+            self._timer = None
+            raise
+        finally:
+            timer.cancel()
+
+
 class NewConnectionsInTurn:
     """WSGI middleware: under gevent, the first request of a new connection waits until the worker is between
     other work, and such requests go in a few at a time.

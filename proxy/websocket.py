@@ -26,14 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import Response, g, request
 
 from usage import metrics
 
 from .errors import openai_error
-from .green import greenlets_rule_sockets
+from .green import TimedCalls, greenlets_rule_sockets
 from .headers import request_headers, response_headers
 from .relay import RelayResponse, access_control, upstream_pool, usage_meter
 from .routes import Route, upstream_url
@@ -214,11 +214,11 @@ class Tunnel:
         self.counts = counts
         self.last = time.monotonic()
         self.ended = threading.Event()
+        # Under gevent each direction times its reads and writes with one timer of its own (`TimedCalls`): a
+        # socket timeout would make a new timer for every wait. With threads, the sockets' timeouts do it.
+        self.timed_here = greenlets_rule_sockets()
 
     def run(self, up_first: bytes, down_first: bytes) -> None:
-        # Under gevent each direction times its reads and writes with one timer of its own (`_Timed`): a socket
-        # timeout would make a new timer for every wait. With threads, the sockets' timeouts do it.
-        self.timed_here = greenlets_rule_sockets()
         for sock in (self.client, self.upstream):
             sock.settimeout(None if self.timed_here else self.idle)
         pumps = [
@@ -238,7 +238,7 @@ class Tunnel:
 
     def _pump(self, source: socket.socket, sink: socket.socket, direction: str, first: bytes) -> None:
         """Copy `source` to `sink`; at the source's end, end the sink too (a half-close, so nothing queued is lost)."""
-        timed = _Timed(self.idle) if self.timed_here else _untimed
+        timed = TimedCalls(self.idle, TimeoutError) if self.timed_here else _untimed
         try:
             data = first
             while True:
@@ -276,30 +276,6 @@ class Tunnel:
         for sock in (self.client, self.upstream):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Timed:
-    """Under gevent: a call on a socket, cut by a `TimeoutError` after `seconds`, as a socket timeout would cut it,
-    from one timer started for each call (a new timer per wait cost 8.5 µs of a WebSocket message's ~60)."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.timer = self._new()
-
-    def _new(self) -> Any:
-        import gevent
-
-        return gevent.Timeout(self.seconds, TimeoutError)  # a new TimeoutError raised each time: none is kept
-
-    def __call__(self, call: Callable, *args: object) -> object:
-        self.timer.start()
-        try:
-            return call(*args)
-        except TimeoutError:  # the sockets have no timeout of their own here: it is the timer's
-            self.timer = self._new()  # a fired gevent.Timeout started again fires at once (libev keeps the time left)
-            raise
-        finally:
-            self.timer.cancel()
 
 
 def _untimed(call: Callable, *args: object) -> object:

@@ -159,3 +159,28 @@ def test_several_workers_take_a_few_new_connections_per_turn():
     PER_TURN now; one worker keeps gevent's 100."""
     report = run_script(ACCEPT_SCRIPT)
     assert report == {"one": 100, "two": report["per_turn"], "per_turn": 4}, report
+
+
+def test_each_timed_call_gets_its_whole_time():
+    """`TimedCalls` (a WebSocket direction's reads and writes, a stream's waits for its next chunk) under real
+    gevent: each call is cut after its time, the first and every later one (a gevent timer that has fired fires
+    at once when started again), with a new exception each time, and a call within the time is not cut."""
+    out = run_python("""
+        from gevent import monkey; monkey.patch_all()
+        import json, time, gevent
+        from proxy.green import TimedCalls
+        timed, took, raised = TimedCalls(0.2, TimeoutError), [], []
+        for _ in range(3):
+            started = time.monotonic()
+            try:
+                timed(gevent.sleep, 1)
+            except TimeoutError as exc:
+                took.append(time.monotonic() - started)
+                raised.append(exc)  # kept alive, so their ids cannot be reused
+        timed(gevent.sleep, 0.05)
+        print(json.dumps([took, len({id(exc) for exc in raised})]))
+    """)
+    assert out.returncode == 0, out.stderr
+    took, distinct = json.loads(out.stdout)
+    assert len(took) == 3 and all(0.15 < seconds < 0.6 for seconds in took), took
+    assert distinct == 3

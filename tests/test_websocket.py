@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 from tests.access_secrets import make_key
 from tests.fake_upstream import Request
 from tests.fake_websocket import FakeWebSocketUpstream, WSRecord
-from tests.relay_server import free_port, run_python
+from tests.relay_server import free_port
 from tests.test_deploy_proxy import ForwardProxy, TLSFront, certificate  # noqa: F401 (a fixture)
 
 TIMEOUT = 20  # seconds any socket or wait here may take: every loop ends
@@ -288,29 +288,6 @@ def test_a_client_that_stops_reading_is_cut_at_the_idle_limit(start_relay, fake_
     assert wait_for(lambda: record.closed_at is not None, 10) + (time.monotonic() - stalled) < 6, sent
     assert 8 < sent < 2048  # the echo did stall: more than its first frames went out, not all
     sock.close()
-
-
-def test_each_timed_call_of_a_tunnel_direction_gets_its_whole_time():
-    """Under real gevent (a child process): a direction's reads and writes are cut after the idle time each time,
-    the first and every later one (a gevent timer that has run out fires at once when started again), and a call
-    within the time is not cut."""
-    out = run_python("""
-        from gevent import monkey; monkey.patch_all()
-        import json, time, gevent
-        from proxy.websocket import _Timed
-        timed, took = _Timed(0.2), []
-        for _ in range(3):
-            started = time.monotonic()
-            try:
-                timed(gevent.sleep, 1)
-            except TimeoutError:
-                took.append(time.monotonic() - started)
-        timed(gevent.sleep, 0.05)
-        print(json.dumps(took))
-    """)
-    assert out.returncode == 0, out.stderr
-    took = json.loads(out.stdout)
-    assert len(took) == 3 and all(0.15 < seconds < 0.6 for seconds in took), took
 
 
 def test_five_hundred_websockets_at_once_on_one_worker(open_relay):
