@@ -7,6 +7,7 @@ documented in the README's configuration table and in `.env.example`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -37,7 +38,7 @@ class Settings:
     client_timeout: float = 60.0  # seconds a client may make no progress, reading its body or taking the answer
     client_min_rate: int = 1024  # bytes/s a body must average past its first CLIENT_TIMEOUT seconds
     replay_budget_bytes: int = 64 * 1024 * 1024  # request bodies held in memory for a retry, per worker
-    websocket_idle_timeout: float = 600.0  # seconds a WebSocket may carry nothing either way before it is closed
+    websocket_idle_timeout: float = 600.0  # seconds a WebSocket may carry nothing either way; 0: no limit
     cors_origins: str = "*"
     log_level: str = "INFO"
 
@@ -96,11 +97,31 @@ class Settings:
         if values.get("session_store", "memory") == "memory" and values["redis_url"]:
             values["session_store"] = values["redis_url"]
         values["environ"] = {k: str(v) for k, v in merged.items()}
+        _check_seconds(values)
         return cls(**values)
 
     def get(self, name: str, default: str = "") -> str:
         """An environment value that has no field of its own, such as `GROQ_API_KEY`."""
         return self.environ.get(name, default)
+
+
+# Waits the relay bounds. Those towards the upstream need a bound (urllib3 refuses 0, and no bound would let a
+# silent upstream hold a connection for ever); the others take 0 to turn theirs off, as the README says.
+BOUNDED_ALWAYS = ("upstream_connect_timeout", "upstream_read_timeout")
+ZERO_TURNS_OFF = ("sse_heartbeat", "client_timeout", "websocket_idle_timeout")
+
+
+def _check_seconds(values: Mapping[str, Any]) -> None:
+    """A clear error at start-up for a number of seconds the relay cannot use (negative, infinite, NaN, or 0
+    where a bound is needed), instead of a failure on the first request or a library's traceback."""
+    for name in BOUNDED_ALWAYS + ZERO_TURNS_OFF:
+        seconds = values.get(name)
+        if seconds is None:
+            continue
+        low_ok = seconds > 0 if name in BOUNDED_ALWAYS else seconds >= 0
+        if not (math.isfinite(seconds) and low_ok):
+            rule = "above 0" if name in BOUNDED_ALWAYS else "0 (no limit) or more"
+            raise SettingsError(f"{name.upper()}={seconds!r} must be a number of seconds, {rule}")
 
 
 def _convert(name: str, raw: Any, kind: type) -> Any:

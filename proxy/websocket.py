@@ -205,18 +205,19 @@ def _take_buffered(environ: dict) -> bytes:
 
 
 class Tunnel:
-    """Bytes both ways between two sockets until one side ends, errs, or both are silent for `idle` seconds."""
+    """Bytes both ways between two sockets until one side ends, errs, or both are silent for `idle` seconds
+    (0: for as long as both stay)."""
 
     def __init__(self, client: socket.socket, upstream: socket.socket, idle: float, counts: dict):
         self.client = client
         self.upstream = upstream
-        self.idle = idle
+        self.idle = idle if idle > 0 else None  # None: no limit (WEBSOCKET_IDLE_TIMEOUT=0)
         self.counts = counts
         self.last = time.monotonic()
         self.ended = threading.Event()
         # Under gevent each direction times its reads and writes with one timer of its own (`TimedCalls`): a
         # socket timeout would make a new timer for every wait. With threads, the sockets' timeouts do it.
-        self.timed_here = greenlets_rule_sockets()
+        self.timed_here = greenlets_rule_sockets() and self.idle is not None
 
     def run(self, up_first: bytes, down_first: bytes) -> None:
         for sock in (self.client, self.upstream):

@@ -1,4 +1,5 @@
-"""Safe defaults: a relay holding upstream keys refuses to start without relay keys, unless told it is meant."""
+"""Safe defaults: a relay holding upstream keys refuses to start without relay keys, unless told it is meant;
+a setting the relay cannot use stops the start with a message that names it."""
 
 from __future__ import annotations
 
@@ -52,3 +53,12 @@ def test_malformed_access_settings_stop_the_start_with_a_clear_message(start_rel
     with pytest.raises(RuntimeError, match="relay exited with") as refused:
         start_relay(**env)
     assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("env", [{"UPSTREAM_READ_TIMEOUT": "0"}, {"WEBSOCKET_IDLE_TIMEOUT": "-1"}])
+def test_a_number_of_seconds_the_relay_cannot_use_stops_the_start(start_relay, env):
+    """0 upstream seconds once gave urllib3's traceback; a negative idle limit started, then failed every WebSocket."""
+    ((name, value),) = env.items()
+    with pytest.raises(RuntimeError, match="relay exited with") as refused:
+        start_relay(**env)
+    assert f"{name}={float(value)!r} must be a number of seconds" in str(refused.value)

@@ -24,6 +24,21 @@ def test_settings_from_environment_and_overrides():
         Settings.load({"MAX_BODY_BYTES": "lots"})
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("UPSTREAM_READ_TIMEOUT", "0"), ("UPSTREAM_CONNECT_TIMEOUT", "-1"), ("UPSTREAM_READ_TIMEOUT", "inf"),
+     ("WEBSOCKET_IDLE_TIMEOUT", "-5"), ("CLIENT_TIMEOUT", "nan"), ("SSE_HEARTBEAT", "-0.5")],
+)
+def test_seconds_the_relay_cannot_use_are_refused(name, value):
+    with pytest.raises(SettingsError, match=f"{name}=.* must be a number of seconds"):
+        Settings.load({name: value})
+
+
+def test_zero_turns_off_the_limits_that_may_be_off():
+    settings = Settings.load({"WEBSOCKET_IDLE_TIMEOUT": "0", "CLIENT_TIMEOUT": "0", "SSE_HEARTBEAT": "0"})
+    assert (settings.websocket_idle_timeout, settings.client_timeout, settings.sse_heartbeat) == (0, 0, 0)
+
+
 def test_route_table_and_bad_route_settings():
     routes = build_routes(Settings.load({"UPSTREAM_URL": "https://one.example/base/", "ROUTES": "groq=https://g.example/openai"}))
     assert routes["v1"].base == "https://one.example/base/v1"

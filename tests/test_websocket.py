@@ -269,6 +269,19 @@ def test_an_idle_websocket_is_cut_at_the_limit(start_relay, fake_ws):
     assert wait_for(lambda: record.closed_at is not None, 5) < 3
 
 
+def test_an_idle_limit_of_zero_keeps_a_silent_websocket(start_relay, fake_ws):
+    """0 is no limit (a zero socket timeout once closed every WebSocket at its first wait)."""
+    relay = start_relay(**ws_env(fake_ws), WEBSOCKET_IDLE_TIMEOUT="0")
+    with connect(ws_url(relay, "/v1/echo?tag=no-limit"), open_timeout=TIMEOUT) as ws:
+        ws.send("first")
+        assert ws.recv(TIMEOUT) == "first"
+        time.sleep(2)  # longer than any limit the tunnel could take 0 for
+        ws.send("after a silence")
+        assert ws.recv(TIMEOUT) == "after a silence"
+    record = tagged(fake_ws, "tag=no-limit")
+    assert wait_for(lambda: record.closed_at is not None, 5) < 3  # the client's close still ends both sides
+
+
 def test_a_client_that_stops_reading_is_cut_at_the_idle_limit(start_relay, fake_ws):
     """A client floods the echo and never reads a byte of it: the relay's write to the client makes no progress,
     the client's own writes then stall too, and the relay ends both sides at the limit, not at a socket timeout."""
