@@ -113,8 +113,6 @@ class Access:
     @classmethod
     def from_settings(cls, settings: Settings, routes: Iterable[Route]) -> Access:
         """Build it from the settings; raise `SettingsError` for an open relay or a malformed value."""
-        if settings.key_cooldown < 0:
-            raise SettingsError("KEY_COOLDOWN must be a number of seconds, 0 or more")
         relay_keys = RelayKeys.parse(settings.relay_keys)
         rings: dict[str, KeyRing] = {}
         for group in dict.fromkeys(route.key_group for route in routes):
@@ -131,8 +129,6 @@ class Access:
             )
         if any(len(item.partition(":")[2] or item) < SHORT_RELAY_KEY for item in split_list(settings.relay_keys)):
             log.warning("RELAY_KEYS holds a key shorter than %d characters: it can be guessed", SHORT_RELAY_KEY)
-        if settings.redis_timeout <= 0:
-            raise SettingsError("REDIS_TIMEOUT must be a number of seconds above 0")
         limits = parse_limits(settings.rate_limit)
         redis = (settings.redis_tls_verify, settings.redis_timeout)
         counter = make_counter(settings.redis_url, limits, *redis)

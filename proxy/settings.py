@@ -105,22 +105,23 @@ class Settings:
         return self.environ.get(name, default)
 
 
-# Waits the relay bounds. Those towards the upstream need a bound (urllib3 refuses 0, and no bound would let a
-# silent upstream hold a connection for ever); the others take 0 to turn theirs off, as the README says.
-BOUNDED_ALWAYS = ("upstream_connect_timeout", "upstream_read_timeout")
-ZERO_TURNS_OFF = ("sse_heartbeat", "client_timeout", "websocket_idle_timeout")
+# Every setting in seconds. Waits on the upstream and on Redis need a bound (urllib3 and redis-py refuse 0, and
+# no bound would let a silent server hold a connection for ever); for the others 0 means none (no heartbeat,
+# no client or WebSocket limit, no rest for a refused key, no wait for a busy session), as the README says.
+ABOVE_ZERO = ("upstream_connect_timeout", "upstream_read_timeout", "redis_timeout")
+ZERO_OR_MORE = ("sse_heartbeat", "client_timeout", "websocket_idle_timeout", "key_cooldown", "session_lock_wait")
 
 
 def _check_seconds(values: Mapping[str, Any]) -> None:
     """A clear error at start-up for a number of seconds the relay cannot use (negative, infinite, NaN, or 0
     where a bound is needed), instead of a failure on the first request or a library's traceback."""
-    for name in BOUNDED_ALWAYS + ZERO_TURNS_OFF:
+    for name in ABOVE_ZERO + ZERO_OR_MORE:
         seconds = values.get(name)
         if seconds is None:
             continue
-        low_ok = seconds > 0 if name in BOUNDED_ALWAYS else seconds >= 0
-        if not (math.isfinite(seconds) and low_ok):
-            rule = "above 0" if name in BOUNDED_ALWAYS else "0 (no limit) or more"
+        bounded = name in ABOVE_ZERO
+        if not (math.isfinite(seconds) and (seconds > 0 if bounded else seconds >= 0)):
+            rule = "above 0" if bounded else "0 or more"
             raise SettingsError(f"{name.upper()}={seconds!r} must be a number of seconds, {rule}")
 
 

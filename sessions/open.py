@@ -28,7 +28,6 @@ def _check(settings: Settings) -> None:
                                ("SESSION_MAX_SESSIONS", settings.session_max_sessions, 1),
                                ("SESSION_MAX_MESSAGES", settings.session_max_messages, 0),
                                ("SESSION_MAX_CHARS", settings.session_max_chars, 0),
-                               ("SESSION_MAX_CONTENT", settings.session_max_content, 1),
-                               ("SESSION_LOCK_WAIT", settings.session_lock_wait, 0)]:
+                               ("SESSION_MAX_CONTENT", settings.session_max_content, 1)]:
         if value < least:
             raise SettingsError(f"{name}={value} must be at least {least}")

@@ -27,7 +27,8 @@ def test_settings_from_environment_and_overrides():
 @pytest.mark.parametrize(
     ("name", "value"),
     [("UPSTREAM_READ_TIMEOUT", "0"), ("UPSTREAM_CONNECT_TIMEOUT", "-1"), ("UPSTREAM_READ_TIMEOUT", "inf"),
-     ("WEBSOCKET_IDLE_TIMEOUT", "-5"), ("CLIENT_TIMEOUT", "nan"), ("SSE_HEARTBEAT", "-0.5")],
+     ("WEBSOCKET_IDLE_TIMEOUT", "-5"), ("CLIENT_TIMEOUT", "nan"), ("SSE_HEARTBEAT", "-0.5"),
+     ("REDIS_TIMEOUT", "0"), ("KEY_COOLDOWN", "-1"), ("SESSION_LOCK_WAIT", "inf")],
 )
 def test_seconds_the_relay_cannot_use_are_refused(name, value):
     with pytest.raises(SettingsError, match=f"{name}=.* must be a number of seconds"):
