@@ -38,6 +38,7 @@ from urllib3.util.url import _encode_target
 
 from .answer import Answer
 from .green import TimedCalls
+from .idle import announced_idle
 
 PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # look without taking or waiting (an int: flags are slow)
 HEAD_WITH_BODY = 64 * 1024  # a first piece of body up to this size goes out in one write with the head
@@ -231,6 +232,7 @@ class _RelayConnection:
     response_class = UpstreamHTTPResponse
     _head: bytes | None = None
     _hold_head = False
+    announced_idle: float | None = None  # seconds the upstream said it keeps this connection idle (proxy/idle.py)
 
     def putrequest(self, method: str, url: str, *args: Any, **options: Any) -> None:
         exact = _EXACT_TARGET.get()
@@ -281,8 +283,12 @@ class _RelayConnection:
             raise http.client.ResponseNotReady()
         self._response_options = None
         self.sock.settimeout(self.timeout)  # type: ignore[attr-defined]
-        answer = http.client.HTTPConnection.getresponse(self)  # type: ignore[arg-type]
-        return Answer(answer, self._http_vsn_str, options.request_method, options.request_url)  # type: ignore[attr-defined]
+        answer = Answer(
+            http.client.HTTPConnection.getresponse(self),  # type: ignore[arg-type]
+            self._http_vsn_str, options.request_method, options.request_url,  # type: ignore[attr-defined]
+        )
+        self.announced_idle = announced_idle(answer.headers.get("Keep-Alive"))
+        return answer
 
     @property
     def is_connected(self) -> bool:

@@ -34,6 +34,7 @@ class Settings:
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 600.0
     upstream_pool_size: int = 1000
+    upstream_idle_timeout: float = 50.0  # seconds an idle upstream connection is reused (proxy/idle.py); 0: no limit
     sse_heartbeat: float = 15.0
     client_timeout: float = 60.0  # seconds a client may make no progress, reading its body or taking the answer
     client_min_rate: int = 1024  # bytes/s a body must average past its first CLIENT_TIMEOUT seconds
@@ -107,9 +108,13 @@ class Settings:
 
 # Every setting in seconds. Waits on the upstream and on Redis need a bound (urllib3 and redis-py refuse 0, and
 # no bound would let a silent server hold a connection for ever); for the others 0 means none (no heartbeat,
-# no client or WebSocket limit, no rest for a refused key, no wait for a busy session), as the README says.
+# no idle limit on upstream connections, no client or WebSocket limit, no rest for a refused key, no wait for a
+# busy session), as the README says.
 ABOVE_ZERO = ("upstream_connect_timeout", "upstream_read_timeout", "redis_timeout")
-ZERO_OR_MORE = ("sse_heartbeat", "client_timeout", "websocket_idle_timeout", "key_cooldown", "session_lock_wait")
+ZERO_OR_MORE = (
+    "upstream_idle_timeout", "sse_heartbeat", "client_timeout", "websocket_idle_timeout", "key_cooldown",
+    "session_lock_wait",
+)
 
 
 def _check_seconds(values: Mapping[str, Any]) -> None:

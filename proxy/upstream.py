@@ -29,6 +29,7 @@ from urllib3.util import SKIP_HEADER, Retry, Timeout
 from .answer import Answer, LengthsDisagree
 from .connection import CONNECTION_CLASSES, sending_target
 from .green import take_turn
+from .idle import IdleConnections
 from .routes import Route
 from .settings import Settings, SettingsError
 
@@ -104,6 +105,7 @@ class Upstream:
         self._proxies = {route.origin: _proxies_for(route.origin) for route in routes}
         self.verify: bool | str = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         self._pools: dict[str, tuple[HTTPConnectionPool, bool]] = {}
+        self.idle_limit = settings.upstream_idle_timeout
 
     def send(
         self,
@@ -160,6 +162,8 @@ class Upstream:
             proxies = self.proxies(origin)
             pool = self.adapter.get_connection_with_tls_context(prepared, self.verify, proxies)
             pool.ConnectionCls = CONNECTION_CLASSES.get(pool.ConnectionCls, pool.ConnectionCls)  # proxy/connection.py
+            if not isinstance(pool.pool, IdleConnections):  # proxy/idle.py
+                pool.pool = IdleConnections.replacing(pool.pool, self.idle_limit)
             absolute = bool(select_proxy(origin, proxies)) and not origin.lower().startswith("https:")
             found = self._pools[origin] = (pool, absolute)
         return found

@@ -28,7 +28,8 @@ def test_settings_from_environment_and_overrides():
     ("name", "value"),
     [("UPSTREAM_READ_TIMEOUT", "0"), ("UPSTREAM_CONNECT_TIMEOUT", "-1"), ("UPSTREAM_READ_TIMEOUT", "inf"),
      ("WEBSOCKET_IDLE_TIMEOUT", "-5"), ("CLIENT_TIMEOUT", "nan"), ("SSE_HEARTBEAT", "-0.5"),
-     ("REDIS_TIMEOUT", "0"), ("KEY_COOLDOWN", "-1"), ("SESSION_LOCK_WAIT", "inf")],
+     ("REDIS_TIMEOUT", "0"), ("KEY_COOLDOWN", "-1"), ("SESSION_LOCK_WAIT", "inf"),
+     ("UPSTREAM_IDLE_TIMEOUT", "-1")],
 )
 def test_seconds_the_relay_cannot_use_are_refused(name, value):
     with pytest.raises(SettingsError, match=f"{name}=.* must be a number of seconds"):
@@ -36,8 +37,10 @@ def test_seconds_the_relay_cannot_use_are_refused(name, value):
 
 
 def test_zero_turns_off_the_limits_that_may_be_off():
-    settings = Settings.load({"WEBSOCKET_IDLE_TIMEOUT": "0", "CLIENT_TIMEOUT": "0", "SSE_HEARTBEAT": "0"})
-    assert (settings.websocket_idle_timeout, settings.client_timeout, settings.sse_heartbeat) == (0, 0, 0)
+    settings = Settings.load({"WEBSOCKET_IDLE_TIMEOUT": "0", "CLIENT_TIMEOUT": "0", "SSE_HEARTBEAT": "0",
+                              "UPSTREAM_IDLE_TIMEOUT": "0"})
+    assert (settings.websocket_idle_timeout, settings.client_timeout, settings.sse_heartbeat,
+            settings.upstream_idle_timeout) == (0, 0, 0, 0)
 
 
 def test_route_table_and_bad_route_settings():
