@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ import requests
 from proxy import idle
 from proxy.idle import IdleConnections, announced_idle
 from tests.raw_http import read_head
+from tests.test_deploy_vercel import NODE
 
 KEY = {"Authorization": "Bearer sk-test"}
 
@@ -186,3 +188,42 @@ def test_no_limit_of_the_relays_own_keeps_the_announced_one():
     places.put(_Connection(), block=False)
     places.put(_Connection(announced=5), block=False)
     assert [conn.idle_until - time.monotonic() < 5 for conn in places.queue] == [False, True]
+
+
+NODE_SERVER = """
+const http = require("http");
+let connections = 0;
+const server = http.createServer((req, res) => {
+  req.resume();
+  req.on("end", () => {
+    res.setHeader("Content-Type", "application/json");
+    res.end(JSON.stringify({connections}));
+  });
+});
+server.on("connection", () => { connections += 1; });
+server.keepAliveTimeout = 2000;  // Node's default is 5000; it announces it: "Keep-Alive: timeout=2"
+server.listen(0, "127.0.0.1", () => console.log(server.address().port));
+setTimeout(() => process.exit(0), 60000);
+"""
+
+
+def test_a_real_node_upstreams_announced_time_is_kept(start_relay):
+    """Node's own HTTP server (the pinned Node.js), whose announced idle time the relay keeps to."""
+    node = subprocess.Popen([str(NODE), "-e", NODE_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(node.stdout.readline())
+        relay = start_relay(UPSTREAM_URL=f"http://127.0.0.1:{port}")
+
+        def connections() -> int:
+            answer = requests.get(relay.url + "/v1/models", headers=KEY, timeout=10)
+            assert answer.status_code == 200
+            return answer.json()["connections"]
+
+        assert connections() == 1
+        time.sleep(0.3)
+        assert connections() == 1  # reused
+        time.sleep(1.4)  # past the announced 2 s less a second: Node still keeps it, the relay does not reuse it
+        assert connections() == 2
+    finally:
+        node.kill()
+        node.wait()
