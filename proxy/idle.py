@@ -42,8 +42,8 @@ class IdleConnections(queue.LifoQueue):
 
     @classmethod
     def replacing(cls, old: queue.LifoQueue, limit: float) -> IdleConnections:
-        """The same places as `old`, a pool's new queue (the standard library's or, in a gevent worker, gevent's:
-        both keep their items in the list `queue`), in this kind."""
+        """A queue of this kind with the places of `old`, a pool's unused queue (the standard library's or, in a
+        gevent worker, gevent's: both keep their items in the list `queue`)."""
         new = cls(old.maxsize, limit)
         new.queue = list(old.queue)
         return new

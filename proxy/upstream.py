@@ -6,6 +6,7 @@ requests itself) and then used directly: the URL goes out exactly as received (n
 added that the client did not send, and a request costs no adapter work (a third of the upstream side's CPU).
 The connections are urllib3's with five changes of the relay's own (proxy/connection.py): one keeps the
 target as received (urllib3's pool would rewrite it), one hands the answer back in a lighter object.
+A connection idle past its time is closed, not reused (proxy/idle.py).
 Session chat and billing use it too.
 """
 

@@ -238,6 +238,22 @@ def test_https_upstream_is_reached_through_the_proxy_tunnel(start_relay, tls_ups
     assert len(sent) == 2 and all(r.header("proxy-authorization") is None for r in sent)
 
 
+def test_an_idle_tls_connection_is_opened_again_through_a_new_tunnel(start_relay, tls_upstream, certificate, proxy):
+    """Past `UPSTREAM_IDLE_TIMEOUT` the pooled TLS connection is closed, and the next request goes through a new
+    CONNECT tunnel and TLS handshake (urllib3's path for a dropped connection), not on the old one."""
+    relay = https_relay(start_relay, tls_upstream, certificate, HTTPS_PROXY=proxy.url(), UPSTREAM_IDLE_TIMEOUT="1")
+
+    def models() -> int:
+        answer = requests.get(relay.url + "/v1/models", headers={"Authorization": "Bearer sk-idle"}, timeout=TIMEOUT)
+        return answer.status_code
+
+    assert [models(), models()] == [200, 200]
+    assert len(proxy.seen) == 1  # one tunnel, kept
+    time.sleep(1.5)
+    assert models() == 200
+    assert [s.method for s in proxy.seen] == ["CONNECT", "CONNECT"]
+
+
 def test_the_target_reaches_an_https_upstream_through_the_tunnel_byte_for_byte(start_relay, tls_upstream,
                                                                               certificate, proxy):
     """urllib3's HTTPS connection, inside a CONNECT tunnel, sends the client's target as it came (raw socket in)."""
