@@ -85,9 +85,9 @@ worker_class = RelayWorker
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or 2000)
 timeout = 60
 graceful_timeout = 30
-# Longer than the idle timeout of the load balancers in front (AWS/Render 60 s, nginx 75 s),
-# so they never reuse a connection the relay has just closed.
-keepalive = 90
+# Longer than the idle timeout of the load balancers in front (Heroku's router 90 s, AWS/Render 60 s,
+# nginx 75 s), so they never reuse a connection the relay is closing: 95, as Heroku's own templates.
+keepalive = 95
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()

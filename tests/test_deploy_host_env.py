@@ -137,3 +137,19 @@ def test_a_reload_keeps_the_access_log_off(fake):
     log = proc.stdout.read().decode(errors="replace")
     assert "Hang up" in log and log.count("GET /v1/models") == 1, log[-3000:]
     assert relay_key not in log
+
+
+# The longest idle time of a router in front that reuses connections to the relay: Heroku's Router 2.0 closes
+# them after 90 s (devcenter.heroku.com/articles/http-routing#keepalives); AWS's and Render's 60, nginx's 75.
+ROUTER_IDLE = 90
+
+
+@pytest.mark.parametrize("name", ["heroku", "render"])
+def test_gunicorn_keeps_an_idle_connection_longer_than_the_router_in_front(name, tmp_path):
+    """Were gunicorn to close first, a request the router sends just then would fail: the router must close first."""
+    command, cwd, env = host(name, tmp_path)
+    command[-1] += " --print-config"  # gunicorn's own resolved settings: gunicorn.conf.py, then GUNICORN_CMD_ARGS
+    printed = subprocess.run(command, cwd=cwd, env=host_environ(env | {"PORT": str(free_port())}),
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    (keepalive,) = [line.split("=")[1] for line in printed.splitlines() if line.split("=")[0].strip() == "keepalive"]
+    assert int(keepalive) > ROUTER_IDLE

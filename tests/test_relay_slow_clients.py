@@ -121,7 +121,7 @@ def test_a_client_that_stops_reading_is_cut_and_the_upstream_closed(slow_relay, 
 
 
 def test_an_idle_keep_alive_connection_outlives_the_client_timeout(slow_relay):
-    """The timeout is for requests in progress; between requests gunicorn's keep-alive (90 s) rules."""
+    """The timeout is for requests in progress; between requests gunicorn's keep-alive (95 s) rules."""
     request = b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n"
     with socket.create_connection(("127.0.0.1", slow_relay.port), timeout=10) as sock:
         for _ in range(2):
