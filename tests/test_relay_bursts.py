@@ -172,12 +172,13 @@ def test_new_connections_are_let_in_as_fast_as_kept_alive_ones_go_on(start_relay
     reaching the worker at once. Every new one is answered before the kept-alive ones have two thirds of their
     answers; letting four in per turn of the loop, as before, answered the last new ones among the last (173).
 
-    In the median of three rounds: on a loaded machine (the suite's other process, a busy upstream) about one
-    round in fifteen let the last new one in after 129-163 answers, where the others took 32-127."""
+    In the median of five rounds: on a loaded machine (the suite's other process, a busy upstream) about one
+    round in fifteen let the last new one in after 129-163 answers, where the others took 25-127; under a fresh
+    clone's whole suite two rounds of three once did (131), so three were too few to tell the rule."""
     relay = start_relay()
     ready = 12
     (worker,) = relay.worker_pids()
-    rounds = [kept_answers_before_each_new(relay, worker, kept_alive(relay), ready) for _ in range(3)]
+    rounds = [kept_answers_before_each_new(relay, worker, kept_alive(relay), ready) for _ in range(5)]
     assert statistics.median(kept_ahead[-1] for kept_ahead in rounds) < ready * KEPT * 2 / 3, rounds
 
 
