@@ -7,9 +7,12 @@ go out when gunicorn's would. (Every test through gunicorn runs with it installe
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 
 import pytest
+import requests
 from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.http import wsgi
@@ -52,6 +55,7 @@ CASES = {
                  [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"], 5, 4),  # the head with the first
     "an answer to HEAD": ("HEAD", "200 OK", [("Content-Length", "11")], [b'{"ok":true}'], 1, 1),
     "no content": ("DELETE", "204 No Content", [], [], 1, 1),
+    "a stream with no event": ("POST", "200 OK", [("Content-Type", "text/event-stream")], [], 2, 1),  # head+end
     "an empty first write": ("POST", "200 OK", [("Content-Type", "text/event-stream")], [b"", b"data: 1\n\n"], 3, 3),
     "a large first piece": ("POST", "200 OK", [("Content-Length", str(HEAD_WITH_BODY + 1))],
                             [b"x" * (HEAD_WITH_BODY + 1)], 2, 2),
@@ -76,11 +80,38 @@ def test_a_head_goes_out_when_gunicorn_would_send_it():
 def test_each_worker_installs_it():
     out = run_python("""
         import runpy
+        from gunicorn import util
         from gunicorn.http import wsgi
         runpy.run_path("gunicorn.conf.py")["post_worker_init"](None)
-        print(wsgi.Response.__module__, wsgi.Response.__name__)
+        print(wsgi.Response.__module__, wsgi.Response.__name__, util.http_date.__module__)
     """)
-    assert out.stdout.split() == ["proxy.client_writes", "OneWriteResponse"], out.stderr
+    assert out.stdout.split() == ["proxy.client_writes", "OneWriteResponse", "proxy.client_writes"], out.stderr
+
+
+def test_the_date_is_formatted_once_per_second_and_a_given_time_as_gunicorn_does(monkeypatch):
+    from proxy import client_writes
+
+    clock = [1_796_040_000.25]
+    monkeypatch.setattr(client_writes.time, "time", lambda: clock[0])
+    monkeypatch.setattr(client_writes, "_formatted_date", (0, ""))
+    first = client_writes.http_date()
+    clock[0] += 0.7  # the same second: the same string, not formatted again
+    assert client_writes.http_date() is first == "Mon, 30 Nov 2026 12:00:00 GMT"
+    clock[0] += 0.1  # the next second
+    assert client_writes.http_date() == "Mon, 30 Nov 2026 12:00:01 GMT"
+    assert client_writes.http_date(86_400.5) == client_writes._gunicorn_http_date(86_400.5) == (
+        "Fri, 02 Jan 1970 00:00:00 GMT")
+
+
+def test_through_the_relay_the_date_is_the_time_of_the_answer(relay):
+    """gunicorn's Date header, now from the per-second value: the answer's own second, on every answer."""
+    for _ in range(3):
+        before = int(time.time())
+        answer = requests.get(relay.url + "/healthz", timeout=5)
+        after = time.time()
+        sent = email.utils.parsedate_to_datetime(answer.headers["Date"]).timestamp()
+        assert before <= sent <= after, (before, answer.headers["Date"], after)
+        time.sleep(0.6)
 
 
 OS_SOCKET_SCRIPT = r"""
@@ -132,12 +163,12 @@ print(json.dumps(report))
 
 
 def test_under_gevent_a_piece_goes_straight_to_the_os_socket_and_what_it_leaves_through_sendall():
-    """Real gevent sockets (a child process): small pieces go out in one OS call each, gevent's `sendall` only
-    ending the chunked body; a piece larger than the socket's buffer is sent whole, its rest by `sendall`; a
-    subclass of gevent's socket (gevent's TLS socket is one) always writes through its own `sendall`."""
+    """Real gevent sockets (a child process): small pieces and the chunked body's end go out in one OS call
+    each, never through gevent's `sendall`; a piece larger than the socket's buffer is sent whole, its rest by
+    `sendall`; a subclass of gevent's socket (gevent's TLS socket is one) always writes through its own."""
     out = run_python(OS_SOCKET_SCRIPT)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["small"] == [True, ["socket"]]  # the chunked body's end: gunicorn's own write
-    assert report["large"] == [True, ["socket", "socket"]]  # the rest of the piece, then the end
+    assert report["small"] == [True, []]
+    assert report["large"] == [True, ["socket"]]  # the rest of the piece
     assert report["subclass"] == [True, ["Subclass", "Subclass"]]  # the head with the piece, then the end
