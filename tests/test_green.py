@@ -164,7 +164,8 @@ def test_several_workers_take_a_few_new_connections_per_turn():
 def test_each_timed_call_gets_its_whole_time():
     """`TimedCalls` (a WebSocket direction's reads and writes, a stream's waits for its next chunk) under real
     gevent: each call is cut after its time, the first and every later one (a gevent timer that has fired fires
-    at once when started again), with a new exception each time, and a call within the time is not cut."""
+    at once when started again), with a new exception each time; calls within the time are not cut, however
+    much of it the calls before them used (a libev timer stopped and started again has only what was left)."""
     out = run_python("""
         from gevent import monkey; monkey.patch_all()
         import json, time, gevent
@@ -178,9 +179,15 @@ def test_each_timed_call_gets_its_whole_time():
                 took.append(time.monotonic() - started)
                 raised.append(exc)  # kept alive, so their ids cannot be reused
         timed(gevent.sleep, 0.05)
-        print(json.dumps([took, len({id(exc) for exc in raised})]))
+        within = []  # calls that each take most of the time: each has its own, not what the last one left
+        for _ in range(4):
+            started = time.monotonic()
+            timed(gevent.sleep, 0.15)
+            within.append(time.monotonic() - started)
+        print(json.dumps([took, len({id(exc) for exc in raised}), within]))
     """)
     assert out.returncode == 0, out.stderr
-    took, distinct = json.loads(out.stdout)
+    took, distinct, within = json.loads(out.stdout)
     assert len(took) == 3 and all(0.15 < seconds < 0.6 for seconds in took), took
     assert distinct == 3
+    assert len(within) == 4 and all(seconds >= 0.14 for seconds in within), within

@@ -74,6 +74,18 @@ def test_heartbeat_on_a_silent_stream_only_between_events(relay):
     assert [json.loads(e[6:])["choices"][0]["index"] for e in data_events[:3]] == [0, 0, 0]
 
 
+def test_no_heartbeat_in_a_stream_that_is_never_silent_for_the_interval(relay):
+    """SSE_HEARTBEAT=1, and events 0.3 s apart for 2.7 s: no silence lasts a second, so no comment. The wait for
+    each event is timed by one timer per answer, which gave each wait only what the waits before it had left:
+    a heartbeat came after 0.1-0.2 s of silence about once a second, and after `data: [DONE]` now and then."""
+    headers = {"x-fake-chunks": "10", "x-fake-delay": "0.3"}
+    with requests.post(relay.url + CHAT, json=stream_body(), headers=headers, stream=True, timeout=20) as response:
+        body = b"".join(piece for _, piece in read_events(response))
+    events = [event for event in body.split(b"\n\n") if event]
+    assert b": keep-alive" not in events, body.decode()
+    assert len(events) == 11 and events[-1] == b"data: [DONE]"
+
+
 @pytest.mark.parametrize("framing", [{"x-fake-framing": "length"}, {"x-fake-gzip": "1"}], ids=["length", "gzip"])
 def test_no_heartbeat_in_a_stream_with_a_content_length_or_coding(relay, framing):
     """A comment in such a body would break its declared length or its compressed bytes: it goes unchanged.
