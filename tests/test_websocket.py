@@ -303,6 +303,40 @@ def test_a_client_that_stops_reading_is_cut_at_the_idle_limit(start_relay, fake_
     sock.close()
 
 
+def test_a_write_that_waits_for_a_slow_reader_has_the_whole_limit(start_relay, fake_ws):
+    """Each wait of a tunnel's direction has the whole idle limit, however much of it the waits before it used:
+    after echoes 0.4 s apart (2.4 s of waiting, under a 3 s limit), the client stops reading for 1.2 s while a
+    16 MiB echo comes back, so the relay's write to it waits that long. The direction's kept timer gave each
+    wait only what the waits before it had left, and the write was cut, with the tunnel, after about 0.6 s."""
+    relay = start_relay(**ws_env(fake_ws), WEBSOCKET_IDLE_TIMEOUT="3")
+    sock, head, rest = raw_handshake(relay.port, "/v1/echo?tag=slow-reader")
+    assert head.startswith(b"HTTP/1.1 101 ") and not rest
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the echo backs up into the relay's write
+    for index in range(6):
+        sock.sendall(client_frame(str(index).encode()))
+        assert read_frame(sock) == (0x1, str(index).encode())
+        time.sleep(0.4)
+    payload = os.urandom(16 << 20)
+    frame = struct.pack("!BBQ", 0x82, 0x80 | 127, len(payload)) + b"\0\0\0\0" + payload  # a zero mask: as sent
+    sender = threading.Thread(target=sock.sendall, args=(frame,), daemon=True)
+    sender.start()
+    time.sleep(1.2)  # not reading meanwhile
+    expected = 10 + len(payload)  # the echo's head (0x82, 127, 8-byte length), then its payload
+    echoed = bytearray()
+    for _ in range(10_000):
+        if len(echoed) >= expected:
+            break
+        piece = sock.recv(1 << 20)
+        if not piece:
+            break
+        echoed += piece
+    sender.join(TIMEOUT)
+    assert len(echoed) == expected and echoed[10:] == payload, f"{len(echoed)} of {expected} bytes, then closed"
+    sock.sendall(client_frame(b"still open"))
+    assert read_frame(sock) == (0x1, b"still open")
+    sock.close()
+
+
 def test_five_hundred_websockets_at_once_on_one_worker(open_relay):
     count = 500
 
