@@ -163,8 +163,8 @@ def test_several_workers_take_a_few_new_connections_per_turn():
 
 def test_each_timed_call_gets_its_whole_time():
     """`TimedCalls` (a WebSocket direction's reads and writes, a stream's waits for its next chunk) under real
-    gevent: each call is cut after its time, the first and every later one (a gevent timer that has fired fires
-    at once when started again), with a new exception each time; calls within the time are not cut, however
+    gevent: each call is cut after its time, the first and every later one (its one timer is restarted for
+    each), with a new exception each time; calls within the time are not cut, however
     much of it the calls before them used (a libev timer stopped and started again has only what was left)."""
     out = run_python("""
         from gevent import monkey; monkey.patch_all()
