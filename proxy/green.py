@@ -11,8 +11,6 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from greenlet import getcurrent  # gevent's greenlets (gevent.getcurrent is this)
-
 PER_TURN = 4  # new requests let in together at least (see NewConnectionsInTurn)
 _started = 0  # requests gone upstream (counted by take_turn) and not yet matched by a new request let in
 _patched = False  # gevent's patch of the socket module, once seen (it is never undone)
@@ -71,6 +69,7 @@ class TimedCalls:
         self.seconds = seconds
         self.exception = exception  # a class: the greenlet gets a new one each time, so no traceback is kept here
         self._timer = None
+        self._current: Callable | None = None  # gevent.getcurrent, imported with the timer (Vercel has no gevent)
 
     def __call__(self, call: Callable, *args: object) -> object:
         timer = self._timer
@@ -80,7 +79,8 @@ class TimedCalls:
             # `again` starts a timer that is not running with its repeat time; priority -1, as gevent.Timeout's:
             # an answer that is ready when the time is up comes first.
             timer = self._timer = gevent.get_hub().loop.timer(self.seconds, self.seconds, priority=-1)
-        timer.again(getcurrent().throw, self.exception)
+            self._current = gevent.getcurrent
+        timer.again(self._current().throw, self.exception)
         try:
             return call(*args)
         finally:
