@@ -9,7 +9,9 @@ It starts the fake upstream (`tests/fake_upstream.py`), the canned upstream
 (`bench/canned_upstream.py`, for the non-stream rows) and the fake WebSocket upstream as their own
 processes; nginx (`bench/nginx.py`, 2 workers, no buffering) in front of the same upstreams as the
 reference proxy; and the relay the way users run it (`gunicorn app:app` with the project's
-gunicorn.conf.py, one gevent worker), all on 127.0.0.1. With `--baseline REV` the relay of that git
+gunicorn.conf.py, one gevent worker), all on 127.0.0.1. The non-stream and two-worker rows also measure
+the floor (`bench/floor/`): the least a Flask relay does, under gunicorn's own gevent worker, so that those
+figures can be read against what the stack costs on its own. With `--baseline REV` the relay of that git
 revision (a `git archive` copy in a temporary folder, run with the same Python) is measured beside
 today's, every round alternating, so that before and after share the machine's load. Non-stream load
 comes from `wrk`; streams and bulk transfers from the clients in `bench/clients.py`. Memory is a relay
@@ -47,6 +49,7 @@ from tests.relay_server import RelayServer, clean_environ, cpu_seconds, stop_all
 WRK_SCRIPT = ROOT / "bench" / "wrk_chat.lua"
 MiB = 1024 * 1024
 CHAT = "/v1/chat/completions"
+FLOOR = ROOT / "bench" / "floor"  # the least a Flask relay does (its app.py): what the stack costs on its own
 Pids = dict[str, list[int]]  # side: the pids of its relay workers whose CPU time is read
 
 
@@ -76,8 +79,8 @@ QUICK = Plan(wrk_seconds=1, wrk_rounds=1, stream_rounds=1, burst_rounds=1, strea
              ws_echoes=20)
 
 # The table's figure columns: what each side is, and what the relay is compared with.
-SIDES = ("direct", "nginx", "relay", "baseline")
-REFERENCES = ("direct", "nginx", "baseline")
+SIDES = ("direct", "nginx", "floor", "relay", "baseline")
+REFERENCES = ("direct", "nginx", "floor", "baseline")
 
 
 @dataclass
@@ -286,7 +289,7 @@ def wrk_rounds(plan: Plan, urls: dict[str, str], counts: tuple[int, ...], pids: 
 
 def non_stream_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str], pids: Pids) -> list[Row]:
     """Small chat completions from wrk, keep-alive: the canned upstream directly and through each proxy; the
-    relay workers' (`pids`) CPU time per request."""
+    CPU time per request of the workers in `pids` (the relays', the floor's)."""
     urls = {"direct": canned + CHAT} | {side: url + "/canned" + CHAT for side, url in proxies.items()}
     found = wrk_rounds(plan, urls, (16, 64), pids)
     rows = []
@@ -389,9 +392,9 @@ def stream_rounds(plan: Plan, fake: str, proxies: dict[str, str], streams, round
 
 
 def two_worker_rows(plan: Plan, canned: str, fake: str, proxies: dict[str, str], pids: Pids) -> list[Row]:
-    """The relays with 2 workers (nginx has 2): non-stream req/s on the same cores as nginx, and 100 streams
-    started at the same moment (issue 13's target 4), every side's rounds alternating; the CPU time of both
-    workers of each relay (`pids`) per request and per burst stream, what the burst's first chunks wait for."""
+    """The relays and the floor with 2 workers (nginx has 2): non-stream req/s on the same cores as nginx, and
+    100 streams started at the same moment (issue 13's target 4), every side's rounds alternating; the CPU time
+    of both workers of each (`pids`) per request and per burst stream, what the burst's first chunks wait for."""
     urls = {"direct": canned + CHAT} | {side: url + "/canned" + CHAT for side, url in proxies.items()}
     found = wrk_rounds(plan, urls, (64,), pids)
     rows = [compare("non-stream req/s, 64 connections, 2 workers", found.rps(64), "/s", errors=found.errors(64)),
@@ -607,7 +610,7 @@ def checkout(revision: str, folder: Path) -> str:
 
 def start_relays(stack: ExitStack, roots: dict[str, Path], env: dict[str, str], log_dir: Path,
                  workers: int) -> dict[str, RelayServer]:
-    """Today's relay and, with --baseline, the older one, each with `workers` gevent workers."""
+    """Each root's app (today's relay; with --baseline the older one; the floor), each with `workers` gevent workers."""
     relays = {}
     for side, root in roots.items():
         relay = RelayServer(env | {"WEB_CONCURRENCY": str(workers)}, log_dir / f"{side}-{workers}w.log", root=root)
@@ -656,9 +659,11 @@ def main(argv: list[str] | None = None) -> int:
         idle_mib = {side: memory.rss_kb() / 1024 for side, memory in memories.items()}
         proxies = {"nginx": nginx.url} | {side: relay.url for side, relay in relays.items()}
         pids = {side: [memory.pid] for side, memory in memories.items()}
+        floor = start_relays(stack, {"floor": FLOOR}, env, log_dir, workers=1)["floor"]  # idle after its rows
+        with_floor = (proxies | {"floor": floor.url}, pids | {"floor": floor.workers_started(1)})
         sections = [
-            ("non-stream", lambda: non_stream_rows(plan, canned, fake, proxies, pids)),
-            ("non-stream with real heads", lambda: real_head_rows(plan, canned, proxies, pids)),
+            ("non-stream", lambda: non_stream_rows(plan, canned, fake, *with_floor)),
+            ("non-stream with real heads", lambda: real_head_rows(plan, canned, *with_floor)),
             ("streams", lambda: stream_rows(plan, fake, proxies, pids)),
             ("transfers", lambda: transfer_rows(plan, canned, fake, proxies, memories)),
             ("concurrent streams", lambda: hold_rows(plan, relays, memories)),
@@ -674,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_all(relays.values())
         print(f"measuring with 2 workers... ({speed.read()})", flush=True)
         with ExitStack() as two:
-            doubled = start_relays(two, roots, env, log_dir, workers=2)
+            doubled = start_relays(two, {"floor": FLOOR} | roots, env, log_dir, workers=2)
             workers = {side: relay.workers_started(2) for side, relay in doubled.items()}
             if any(len(pids) < 2 for pids in workers.values()):
                 raise RuntimeError(f"a relay did not start its 2 workers: {workers}")
@@ -686,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, baseline="baseline" in roots)
     print(f"\n{len(rows)} rows in {time.monotonic() - started:.0f} s; direct = straight to the upstream "
           "(the canned upstream for non-stream rows, the fake upstream for the rest); nginx = 2 workers; "
-          "relay = one gevent worker (2 in the rows that say so)"
+          "relay = one gevent worker (2 in the rows that say so); floor = the least a Flask relay does "
+          "(bench/floor/), gevent workers as the relay, in the non-stream and 2-worker rows"
           + (f"; baseline = {described}, run the same way." if args.baseline else ".")
           + f" Machine speed: {speed.summary()}.")
     return 0
