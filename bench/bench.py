@@ -1,6 +1,6 @@
 """The relay's benchmark: one run, one table, the relay beside a direct connection and beside nginx.
 
-    python bench/bench.py                      # the full run, about three minutes
+    python bench/bench.py                      # the full run, about six minutes
     python bench/bench.py --quick              # a smoke run, about 30 seconds
     python bench/bench.py --baseline main      # also an older revision of the relay, measured in the same run
     python bench/bench.py --usage              # relay keys and METRICS=1: usage read from every answer
