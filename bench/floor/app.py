@@ -3,8 +3,8 @@
 One view takes every path: the body read whole, the request sent on a kept-alive urllib3 pool (as the relay
 does, without requests' adapter), the answer streamed back as each read of it comes. None of the relay's own
 work: no key rules, no hop-by-hop header care beyond the few that would break the exchange, no limits,
-heartbeats, access log or error shapes. The bench runs it beside the relay in its two-worker rows, so that a
-figure of the relay can be read against what Flask, gunicorn and urllib3 cost on their own on this machine.
+heartbeats, access log or error shapes. The bench runs it beside the relay in its non-stream and two-worker
+rows, so that a figure of the relay can be read against what Flask, gunicorn and urllib3 cost on their own.
 
 The same environment as the relay: `UPSTREAM_URL` for every path, `ROUTES` ("name=url,...") for `/name/...`.
 """
@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import urllib3
 from flask import Flask, Response, request
 
-NOT_FORWARDED = frozenset({"host", "connection", "keep-alive", "transfer-encoding"})  # and the request's length
+# Headers that would break the exchange if passed on; a request's length is set anew below.
+NOT_FORWARDED = frozenset({"host", "connection", "keep-alive", "transfer-encoding"})
 
 
 def _pool(url: str) -> urllib3.HTTPConnectionPool:
