@@ -659,11 +659,12 @@ def main(argv: list[str] | None = None) -> int:
         idle_mib = {side: memory.rss_kb() / 1024 for side, memory in memories.items()}
         proxies = {"nginx": nginx.url} | {side: relay.url for side, relay in relays.items()}
         pids = {side: [memory.pid] for side, memory in memories.items()}
-        floor = start_relays(stack, {"floor": FLOOR}, env, log_dir, workers=1)["floor"]  # idle after its rows
-        with_floor = (proxies | {"floor": floor.url}, pids | {"floor": floor.workers_started(1)})
+        floor = start_relays(stack, {"floor": FLOOR}, env, log_dir, workers=1)["floor"]  # the non-stream rows only
+        floor_proxies = proxies | {"floor": floor.url}
+        floor_pids = pids | {"floor": floor.workers_started(1)}
         sections = [
-            ("non-stream", lambda: non_stream_rows(plan, canned, fake, *with_floor)),
-            ("non-stream with real heads", lambda: real_head_rows(plan, canned, *with_floor)),
+            ("non-stream", lambda: non_stream_rows(plan, canned, fake, floor_proxies, floor_pids)),
+            ("non-stream with real heads", lambda: real_head_rows(plan, canned, floor_proxies, floor_pids)),
             ("streams", lambda: stream_rows(plan, fake, proxies, pids)),
             ("transfers", lambda: transfer_rows(plan, canned, fake, proxies, memories)),
             ("concurrent streams", lambda: hold_rows(plan, relays, memories)),
@@ -676,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
             memory.peak_kb()
         rows.append(Row("relay worker RSS idle / peak of the run, MiB", {
             side: f"{idle_mib[side]:.1f} / {memory.overall_peak_kb / 1024:.1f}" for side, memory in memories.items()}))
-        stop_all(relays.values())
+        stop_all([*relays.values(), floor])
         print(f"measuring with 2 workers... ({speed.read()})", flush=True)
         with ExitStack() as two:
             doubled = start_relays(two, {"floor": FLOOR} | roots, env, log_dir, workers=2)
