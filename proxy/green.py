@@ -7,13 +7,16 @@ that import the app) there are plain threads, and these are no-ops.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 
 PER_TURN = 4  # new requests let in together at least (see NewConnectionsInTurn)
 _started = 0  # requests gone upstream (counted by take_turn) and not yet matched by a new request let in
 _patched = False  # gevent's patch of the socket module, once seen (it is never undone)
+_accepted = itertools.count()  # the worker's connections, numbered as they are accepted
+_arrivals: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client socket: its number, until let in
 
 
 def greenlets_rule_sockets() -> bool:
@@ -95,7 +98,11 @@ class NewConnectionsInTurn:
     before it answers any, so every first chunk waits for the last request's setup. New requests go in,
     `PER_TURN` at a time, when the worker's loop has nothing else ready, and at least once per turn of the
     loop (so none waits for a quiet moment that never comes); sockets that are ready come first. The first to
-    arrive are answered first: in the bench's bursts (2 workers), the first chunk came 6 to 9 ms sooner. One at
+    arrive are answered first: in the bench's bursts (2 workers), the first chunk came 6 to 9 ms sooner. They go
+    in in the order their connections were accepted (numbered by `accept_in_turns`' server), not in the order
+    they reach this queue: requests whose bytes reach the worker in one poll of its loop wake their greenlets
+    last first (libev runs one poll's ready watchers from the last to the first), and a whole burst then went
+    upstream in reverse (tests/test_relay_bursts.py). One at
     a time did a little better there but cost 13% of the rate when every request comes on a new connection
     (a poll of the loop per request); four cost nothing measurable. Later requests on a kept-alive connection
     go straight in, and `take_turn` keeps those fair.
@@ -118,7 +125,7 @@ class NewConnectionsInTurn:
             self._connections.add(client)
             if self._turns is None:
                 self._turns = _Turns()
-            self._turns.wait()
+            self._turns.wait(_arrivals.pop(client, None))
         return self.app(environ, start_response)
 
 
@@ -129,19 +136,19 @@ class _Turns:
         from gevent import get_hub
 
         self.hub = get_hub()
-        self.waiting: deque = deque()
+        self.waiting: list[tuple[int, object]] = []  # a heap of (arrival number, Waiter)
         # Both after the sockets that are ready (a lower priority than theirs): an answer from upstream, a
         # client's next bytes, always come before a request that has not started.
         self.when_idle = self.hub.loop.idle()  # when nothing else is pending
         self.each_iteration = self.hub.loop.check()  # once per turn of the loop, after its poll
         self.when_idle.priority = self.each_iteration.priority = -1
 
-    def wait(self) -> None:
+    def wait(self, arrival: int | None = None) -> None:
         from gevent.hub import Waiter
 
         global _started
         waiter = Waiter(self.hub)
-        self.waiting.append(waiter)
+        heapq.heappush(self.waiting, (next(_accepted) if arrival is None else arrival, waiter))
         if not self.when_idle.active:
             _started = 0  # the requests that start from now on
             self.when_idle.start(self._let_some_in)
@@ -156,7 +163,7 @@ class _Turns:
             if not self.waiting:
                 return
             _started = max(0, _started - 1)
-            waiter = self.waiting.popleft()
+            _, waiter = heapq.heappop(self.waiting)
             self._stop_when_empty()
             waiter.switch(None)  # runs until it waits for something, then the next goes in
 
@@ -167,7 +174,8 @@ class _Turns:
 
 
 def accept_in_turns() -> None:
-    """Have each of several gevent workers take up to PER_TURN new connections per turn of its loop, not one.
+    """Have each of several gevent workers take up to PER_TURN new connections per turn of its loop, not one, and
+    number every connection as it is accepted (the order NewConnectionsInTurn lets their first requests in).
 
     With several workers gunicorn sets its listening server's `max_accept` to 1, so that one worker does not
     take a whole burst while the others are idle. But a worker busy with kept-alive connections turns its loop
@@ -178,7 +186,7 @@ def accept_in_turns() -> None:
     """
     from gunicorn.workers import ggevent
 
-    class TakesSomePerTurn(ggevent.StreamServer):
+    class AcceptsInTurns(ggevent.StreamServer):
         _max_accept = ggevent.StreamServer.max_accept  # gevent's default, which gunicorn keeps for one worker
 
         @property
@@ -189,5 +197,11 @@ def accept_in_turns() -> None:
         def max_accept(self, value: int) -> None:  # gunicorn's 1, with several workers
             self._max_accept = max(value, PER_TURN)
 
-    ggevent.StreamServer = TakesSomePerTurn
+        def do_read(self):  # one accept: (client socket, address), or None when there is none
+            accepted = super().do_read()
+            if accepted:
+                _arrivals[accepted[0]] = next(_accepted)
+            return accepted
+
+    ggevent.StreamServer = AcceptsInTurns
 

@@ -103,6 +103,40 @@ def test_connections_that_leave_while_waiting_for_their_turn(start_relay, fake):
             assert record.client_closed_at is not None and not record.completed, record.target
 
 
+def test_a_burst_is_let_in_in_the_order_its_connections_came(start_relay, fake):
+    """40 connections are accepted and waiting for their requests, which then reach the worker together (it is
+    stopped while they are sent, in the order the connections came). They go upstream in that order, the first
+    to come first (proxy/green.py: `_arrivals`); in the order their greenlets woke, the event loop's, the last
+    went first (libev runs the watchers of one poll from the last to the first)."""
+    relay = start_relay()
+    (worker,) = relay.worker_pids()
+    tag = f"order-{uuid.uuid4().hex[:8]}"
+    count = 40
+    warm = [socket.create_connection(("127.0.0.1", relay.port), timeout=10) for _ in range(count)]
+    for number, sock in enumerate(warm):  # the upstream connections that the burst's requests then go on
+        sock.sendall(stream_request(f"{tag}-warm-{number}", chunks=1))
+    for sock, answer in zip(warm, read_all(warm), strict=True):
+        sock.close()
+        assert split_answer(answer)[0] == 200
+    sockets = [socket.create_connection(("127.0.0.1", relay.port), timeout=10) for _ in range(count)]
+    try:
+        time.sleep(0.5)  # each is accepted meanwhile, its greenlet waiting for the request's bytes
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            for number, sock in enumerate(sockets):
+                sock.sendall(stream_request(f"{tag}-{number}", chunks=1))
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        answers = read_all(sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert all(split_answer(answer)[0] == 200 for answer in answers)
+    records = sorted((fake.by_tag(f"{tag}-{number}") for number in range(count)), key=lambda r: r.received_at)
+    upstream_order = [int(record.header("x-fake-tag").rsplit("-", 1)[1]) for record in records]
+    assert upstream_order == list(range(count)), " ".join(map(str, upstream_order))
+
+
 def one_answer(sock: socket.socket) -> bytes:
     """One answer with a Content-Length, read off a kept-alive connection."""
     answer = b""
