@@ -130,7 +130,8 @@ class NewConnectionsInTurn:
 
 
 class _Turns:
-    """Greenlets waiting to start, let in `PER_TURN` at a time: when the loop is idle, and at least once per turn."""
+    """Greenlets waiting to start, let in `PER_TURN` at a time, first come first (by their connections' arrival
+    numbers): when the loop is idle, and at least once per turn."""
 
     def __init__(self):
         from gevent import get_hub
