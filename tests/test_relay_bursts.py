@@ -113,8 +113,8 @@ def test_a_burst_is_let_in_in_the_order_its_connections_came(start_relay, fake):
     tag = f"order-{uuid.uuid4().hex[:8]}"
     count = 40
     warm = [socket.create_connection(("127.0.0.1", relay.port), timeout=10) for _ in range(count)]
-    for number, sock in enumerate(warm):  # the upstream connections that the burst's requests then go on
-        sock.sendall(stream_request(f"{tag}-warm-{number}", chunks=1))
+    for number, sock in enumerate(warm):  # 40 upstream connections, which the requests below then go on
+        sock.sendall(stream_request(f"{tag}-warm-{number}", chunks=10))  # 0.45 s: all 40 at once, each its own
     for sock, answer in zip(warm, read_all(warm), strict=True):
         sock.close()
         assert split_answer(answer)[0] == 200
@@ -133,6 +133,8 @@ def test_a_burst_is_let_in_in_the_order_its_connections_came(start_relay, fake):
             sock.close()
     assert all(split_answer(answer)[0] == 200 for answer in answers)
     records = sorted((fake.by_tag(f"{tag}-{number}") for number in range(count)), key=lambda r: r.received_at)
+    warm_peers = {fake.by_tag(f"{tag}-warm-{number}").peer for number in range(count)}
+    assert {record.peer for record in records} <= warm_peers  # none waited for a new upstream connection
     upstream_order = [int(record.header("x-fake-tag").rsplit("-", 1)[1]) for record in records]
     assert upstream_order == list(range(count)), " ".join(map(str, upstream_order))
 
