@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import weakref
 from collections.abc import Callable, Iterable
 
 PER_TURN = 4  # new requests let in together at least (see NewConnectionsInTurn)
 _started = 0  # requests gone upstream (counted by take_turn) and not yet matched by a new request let in
 _patched = False  # gevent's patch of the socket module, once seen (it is never undone)
 _accepted = itertools.count()  # the worker's connections, numbered as they are accepted
-_arrivals: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client socket: its number, until let in
+# A client socket's descriptor: the socket's number, from its accept (accept_in_turns) until its first request
+# goes in. Every client socket is numbered anew at its accept, so an entry left by a connection that closed
+# without a request is overwritten before its descriptor is looked up again.
+_arrivals: dict[int, int] = {}
 
 
 def greenlets_rule_sockets() -> bool:
@@ -105,7 +107,8 @@ class NewConnectionsInTurn:
     upstream in reverse (tests/test_relay_bursts.py). One at
     a time did a little better there but cost 13% of the rate when every request comes on a new connection
     (a poll of the loop per request); four cost nothing measurable. Later requests on a kept-alive connection
-    go straight in, and `take_turn` keeps those fair.
+    go straight in, and `take_turn` keeps those fair. Only connections numbered at their accept wait: under
+    gunicorn.conf.py's worker (RelayWorker), every one; elsewhere (threads, another worker class), none.
 
     A turn lets in as many as the requests that went upstream (kept-alive connections' too) and that no new one
     has matched yet, PER_TURN at least: new connections joining a worker busy with kept-alive ones start about
@@ -116,16 +119,15 @@ class NewConnectionsInTurn:
 
     def __init__(self, app: Callable):
         self.app = app
-        self._connections: weakref.WeakSet = weakref.WeakSet()  # the client sockets already let in
         self._turns: _Turns | None = None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         client = environ.get("gunicorn.socket")
-        if client is not None and client not in self._connections and greenlets_rule_sockets():
-            self._connections.add(client)
+        arrival = _arrivals.pop(client.fileno(), None) if client is not None else None  # a number: its first request
+        if arrival is not None:
             if self._turns is None:
                 self._turns = _Turns()
-            self._turns.wait(_arrivals.pop(client, None))
+            self._turns.wait(arrival)
         return self.app(environ, start_response)
 
 
@@ -201,7 +203,7 @@ def accept_in_turns() -> None:
         def do_read(self):  # one accept: (client socket, address), or None when there is none
             accepted = super().do_read()
             if accepted:
-                _arrivals[accepted[0]] = next(_accepted)
+                _arrivals[accepted[0].fileno()] = next(_accepted)
             return accepted
 
     ggevent.StreamServer = AcceptsInTurns
